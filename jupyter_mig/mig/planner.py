@@ -15,16 +15,15 @@ that are in the way (1 + n ops) — where "best" is the placement that loses the
 capacity (a weighted count of what could still be carved).  GPUs are bucketed by an exact state
 key, and each (state, profile) choice is memoised, so a round over 8,000 GPUs and 10,000 pods is
 a few hash lookups per pod.  When a pass leaves demand unserved, the round is planned again with
-the largest pods first and the better result is kept.
+the largest pods first and the better result is kept (on rounds of up to SECOND_PASS_LIMIT pods,
+so that cluster-scale rounds stay within their time budget).
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from jupyter_mig.mig.layout import Instance, span_mask
 from jupyter_mig.mig.models import GpuModel, Profile
@@ -94,134 +93,148 @@ class Plan:
 # Per-GPU state keys and memoised choices
 # --------------------------------------------------------------------------------------------
 
-# A fixed-part signature: (occupied mask, compute used, sorted (profile id, count) pairs,
-# media-extension count, has a +me.all, has an instance that +me.all excludes).
+Slot = tuple[int, int]  # (start, NVML profile id): an instance, as a cheap hashable tuple
+# A fixed-part signature: (occupied mask, compute used, sorted (profile id, count) pairs of the
+# profiles whose max count binds (fewer than their placements), media-extension count, has a
+# +me.all, has an instance that +me.all excludes).
 Signature = tuple[int, int, tuple[tuple[int, int], ...], int, bool, bool]
-StateKey = tuple[Signature, tuple[Instance, ...]]
-# An option: (ops, loss, free compute after, start, reused instance or None, destroyed instances)
-Option = tuple[int, int, int, int, Instance | None, tuple[Instance, ...]]
+# A GPU's state: the signature of what must stay (in use, or promised to a pod this round) and
+# the existing free instances that could be reused or destroyed.
+StateKey = tuple[Signature, tuple[Slot, ...]]
+# An option: (ops, loss, free compute after, start, reused slot or None, destroyed slots)
+Option = tuple[int, int, int, int, Slot | None, tuple[Slot, ...]]
 
 
-def _signature(model: GpuModel, instances: Iterable[Instance]) -> Signature:
-    mask = compute = extended = 0
-    counts: dict[int, int] = {}
-    all_me = excluded = False
-    for inst in instances:
-        p = model.by_id[inst.profile_id]
-        mask |= span_mask(inst.start, p.size)
-        compute += p.compute
-        counts[p.nvml_id] = counts.get(p.nvml_id, 0) + 1
-        if p.media in ("me", "all_me"):
-            extended += 1
-        all_me = all_me or p.media == "all_me"
-        excluded = excluded or p.media not in ("all_me", "no_me")
-    return (mask, compute, tuple(sorted(counts.items())), extended, all_me, excluded)
+class _Memo:
+    """Per-model, per-round memo: state keys are interned to ints, choices cached per key."""
 
+    def __init__(self, model: GpuModel) -> None:
+        self.model = model
+        self.budget = model.compute_budget
+        self.by_id = model.by_id
+        self.key_ids: dict[StateKey, int] = {}
+        self.options: dict[int, Option | None] = {}
+        self.capacities: dict[tuple[int, int], int] = {}
+        self.plain = [p for p in model.profiles if p.media == "none"]
+        # Per profile: (size, compute, max count binds, is +me or +me.all, is +me.all, excludable)
+        self.traits = {
+            p.nvml_id: (
+                p.size,
+                p.compute,
+                p.max_count < len(p.starts),
+                p.media in ("me", "all_me"),
+                p.media == "all_me",
+                p.media not in ("all_me", "no_me"),
+            )
+            for p in model.profiles
+        }
 
-def _fits(model: GpuModel, sig: Signature, p: Profile, start: int) -> bool:
-    mask, compute, counts, extended, all_me, excluded = sig
-    if mask & span_mask(start, p.size) or compute + p.compute > model.compute_budget:
-        return False
-    if dict(counts).get(p.nvml_id, 0) >= p.max_count:
-        return False
-    if p.media in ("me", "all_me") and extended:
-        return False
-    if p.media == "all_me" and excluded:
-        return False
-    return not (all_me and p.media not in ("all_me", "no_me"))
+    def intern(self, key: StateKey) -> int:
+        kid = self.key_ids.get(key)
+        if kid is None:
+            kid = self.key_ids[key] = len(self.key_ids)
+        return kid
 
+    def signature(self, slots: Iterable[Slot], base: Signature | None = None) -> Signature:
+        if base is None:
+            mask = compute = extended = 0
+            counts: dict[int, int] = {}
+            all_me = excluded = False
+        else:
+            mask, compute, pairs, extended, all_me, excluded = base
+            counts = dict(pairs)
+        for start, pid in slots:
+            size, cost, binds, extends, is_all_me, excludable = self.traits[pid]
+            mask |= ((1 << size) - 1) << start
+            compute += cost
+            if binds:
+                counts[pid] = counts.get(pid, 0) + 1
+            if extends:
+                extended += 1
+            all_me = all_me or is_all_me
+            excluded = excluded or excludable
+        return (mask, compute, tuple(sorted(counts.items())), extended, all_me, excluded)
 
-@lru_cache(maxsize=65536)
-def _capacity(model: GpuModel, mask: int, compute: int) -> int:
-    """Weighted count of plain instances that could still be carved: the fragmentation measure."""
-    total = 0
-    left = model.compute_budget - compute
-    for p in model.profiles:
-        if p.media != "none":
-            continue
-        taken = mask
-        count = 0
+    def fits(self, sig: Signature, p: Profile, start: int) -> bool:
+        mask, compute, counts, extended, all_me, excluded = sig
+        if mask & span_mask(start, p.size) or compute + p.compute > self.budget:
+            return False
+        if counts and dict(counts).get(p.nvml_id, 0) >= p.max_count:
+            return False
+        if p.media in ("me", "all_me") and extended:
+            return False
+        if p.media == "all_me" and excluded:
+            return False
+        return not (all_me and p.media not in ("all_me", "no_me"))
+
+    def capacity(self, mask: int, compute: int) -> int:
+        """Weighted count of plain instances still carvable: the fragmentation measure."""
+        found = self.capacities.get((mask, compute))
+        if found is not None:
+            return found
+        total = 0
+        left = self.budget - compute
+        for p in self.plain:
+            taken = mask
+            count = 0
+            for start in p.starts:
+                span = span_mask(start, p.size)
+                if not taken & span:
+                    taken |= span
+                    count += 1
+            total += min(count, left // p.compute, p.max_count) * (p.compute + p.size)
+        self.capacities[(mask, compute)] = total
+        return total
+
+    def option(self, kid: int, key: StateKey, pid: int) -> Option | None:
+        memo_key = kid * 1024 + pid
+        if memo_key in self.options:
+            return self.options[memo_key]
+        found = self._best_option(key, pid)
+        self.options[memo_key] = found
+        return found
+
+    def _best_option(self, key: StateKey, pid: int) -> Option | None:
+        """The cheapest way to get one ``pid`` instance on a GPU in state ``key``."""
+        sig, free = key
+        for slot in free:
+            if slot[1] == pid:
+                return (0, 0, self.budget - sig[1], slot[0], slot, ())
+        p = self.by_id[pid]
+        whole = self.signature(free, sig) if free else sig
+        before = self.capacity(whole[0], whole[1])
+        best: Option | None = None
+        for start in p.starts:
+            if self.fits(whole, p, start):
+                option = self._option(whole, before, p, start, ())
+                if best is None or option < best:
+                    best = option
+        if best is not None or not free:
+            return best
+        # Make room: destroy the free instances in the way, then (for the compute budget or the
+        # +me rule) the largest other free ones, until the new instance fits.
         for start in p.starts:
             span = span_mask(start, p.size)
-            if not taken & span:
-                taken |= span
-                count += 1
-        count = min(count, left // p.compute, p.max_count)
-        total += count * (p.compute + p.size)
-    return total
-
-
-@lru_cache(maxsize=262144)
-def _best_option(model: GpuModel, key: StateKey, profile_id: int) -> Option | None:
-    """The cheapest way to get one ``profile_id`` instance on a GPU in state ``key``."""
-    sig, free = key
-    for inst in free:
-        if inst.profile_id == profile_id:
-            return (0, 0, model.compute_budget - sig[1], inst.start, inst, ())
-    p = model.by_id[profile_id]
-    best: Option | None = None
-    whole = _signature_with(model, sig, free)
-    before = _capacity(model, whole[0], whole[1])
-    for start in p.starts:
-        if _fits(model, whole, p, start):
-            option = _option(model, whole, before, p, start, ())
-            if best is None or option < best:
-                best = option
-    if best is not None or not free:
+            in_way = [s for s in free if span & span_mask(s[0], self.by_id[s[1]].size)]
+            rest = sorted(
+                (s for s in free if s not in in_way), key=lambda s: (-self.by_id[s[1]].compute, s)
+            )
+            kept = self.signature(rest, sig)
+            while not self.fits(kept, p, start) and rest:
+                in_way.append(rest.pop(0))
+                kept = self.signature(rest, sig)
+            if self.fits(kept, p, start):
+                option = self._option(kept, before, p, start, tuple(sorted(in_way)))
+                if best is None or option < best:
+                    best = option
         return best
-    # Make room: destroy free instances in the way (fewest first).
-    span = span_mask(start=0, size=0)
-    for start in p.starts:
-        span = span_mask(start, p.size)
-        in_way = [i for i in free if span & span_mask(i.start, model.by_id[i.profile_id].size)]
-        rest = [i for i in free if i not in in_way]
-        # Compute budget or +me limits may need more room: drop the largest others next.
-        rest.sort(key=lambda i: (-model.by_id[i.profile_id].compute, i))
-        while True:
-            kept = _signature_with(model, sig, tuple(rest))
-            if _fits(model, kept, p, start):
-                break
-            if not rest:
-                kept = None  # type: ignore[assignment]
-                break
-            in_way.append(rest.pop(0))
-        if kept is None:
-            continue
-        option = _option(model, kept, before, p, start, tuple(sorted(in_way)))
-        if best is None or option < best:
-            best = option
-    return best
 
-
-def _option(
-    model: GpuModel,
-    sig: Signature,
-    before: int,
-    p: Profile,
-    start: int,
-    destroyed: tuple[Instance, ...],
-) -> Option:
-    mask = sig[0] | span_mask(start, p.size)
-    compute = sig[1] + p.compute
-    loss = before - _capacity(model, mask, compute)
-    return (1 + len(destroyed), loss, model.compute_budget - compute, start, None, destroyed)
-
-
-def _signature_with(model: GpuModel, sig: Signature, extra: tuple[Instance, ...]) -> Signature:
-    if not extra:
-        return sig
-    mask, compute, counts, extended, all_me, excluded = sig
-    merged = dict(counts)
-    for inst in extra:
-        p = model.by_id[inst.profile_id]
-        mask |= span_mask(inst.start, p.size)
-        compute += p.compute
-        merged[p.nvml_id] = merged.get(p.nvml_id, 0) + 1
-        if p.media in ("me", "all_me"):
-            extended += 1
-        all_me = all_me or p.media == "all_me"
-        excluded = excluded or p.media not in ("all_me", "no_me")
-    return (mask, compute, tuple(sorted(merged.items())), extended, all_me, excluded)
+    def _option(
+        self, sig: Signature, before: int, p: Profile, start: int, destroyed: tuple[Slot, ...]
+    ) -> Option:
+        compute = sig[1] + p.compute
+        loss = before - self.capacity(sig[0] | span_mask(start, p.size), compute)
+        return (1 + len(destroyed), loss, self.budget - compute, start, None, destroyed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,99 +243,133 @@ def _signature_with(model: GpuModel, sig: Signature, extra: tuple[Instance, ...]
 
 
 class _Gpu:
-    __slots__ = ("created", "destroyed", "fixed", "free", "gid", "index", "key", "model", "node")
+    __slots__ = (
+        "created",
+        "destroyed",
+        "fixed",
+        "free",
+        "gid",
+        "index",
+        "key",
+        "kid",
+        "memo",
+        "node",
+    )
 
-    def __init__(self, gid: int, node: str, snap: GpuSnapshot) -> None:
+    def __init__(self, gid: int, node: str, snap: GpuSnapshot, memo: _Memo) -> None:
         self.gid = gid
         self.node = node
         self.index = snap.index
-        self.model = snap.model
-        self.fixed = [Instance(i.start, i.profile_id) for i in snap.instances if i.used]
-        self.free = tuple(
-            sorted(Instance(i.start, i.profile_id) for i in snap.instances if not i.used)
+        self.memo = memo
+        self.fixed: list[Slot] = [(i.start, i.profile_id) for i in snap.instances if i.used]
+        self.free: tuple[Slot, ...] = tuple(
+            sorted((i.start, i.profile_id) for i in snap.instances if not i.used)
         )
-        self.created: list[Instance] = []
-        self.destroyed: list[Instance] = []
-        self.key: StateKey = (_signature(self.model, self.fixed), self.free)
+        self.created: list[Slot] = []
+        self.destroyed: list[Slot] = []
+        self.key: StateKey = (memo.signature(self.fixed), self.free)
+        self.kid = memo.intern(self.key)
 
-    def apply(self, option: Option, profile_id: int) -> Instance:
+    def option(self, pid: int) -> Option | None:
+        return self.memo.option(self.kid, self.key, pid)
+
+    def apply(self, option: Option, pid: int) -> Slot:
         _, _, _, start, reused, destroyed = option
-        inst = Instance(start, profile_id)
+        slot = (start, pid)
         if reused is not None:
-            self.free = tuple(i for i in self.free if i != reused)
+            self.free = tuple(s for s in self.free if s != reused)
         else:
-            self.created.append(inst)
+            self.created.append(slot)
             if destroyed:
                 self.destroyed.extend(destroyed)
-                self.free = tuple(i for i in self.free if i not in destroyed)
-        self.fixed.append(inst)
-        self.key = (_signature(self.model, self.fixed), self.free)
-        return inst
+                self.free = tuple(s for s in self.free if s not in destroyed)
+        self.fixed.append(slot)
+        self.key = (self.memo.signature(self.fixed), self.free)
+        self.kid = self.memo.intern(self.key)
+        return slot
+
+
+# Heap entry: (ops, loss, free compute after, gpu id, state id the entry was computed for)
+_Entry = tuple[int, int, int, int, int]
 
 
 class _Index:
-    """GPUs bucketed by state key, with per-profile bucket orders by option score."""
+    """A set of GPUs with, per (model, profile), a heap of each GPU's best option.
+
+    Entries are pushed when a GPU changes and dropped lazily when their state id is stale, so
+    finding the best GPU for a profile is a heap peek.
+    """
 
     def __init__(self, gpus: Sequence[_Gpu]) -> None:
-        self.buckets: dict[tuple[GpuModel, StateKey], list[int]] = {}
-        self.orders: dict[tuple[GpuModel, int], list[tuple[tuple[int, int, int], StateKey]]] = {}
-        self.models: set[GpuModel] = set()
-        for gpu in gpus:
-            self.push(gpu)
+        self.members = gpus
+        self.models = sorted({g.memo.model.name for g in gpus})
+        self.heaps: dict[tuple[str, int], list[_Entry]] = {}
 
     def push(self, gpu: _Gpu) -> None:
-        bucket_key = (gpu.model, gpu.key)
-        bucket = self.buckets.get(bucket_key)
-        if bucket is None:
-            self.buckets[bucket_key] = [gpu.gid]
-            self.models.add(gpu.model)
-            for (model, pid), order in self.orders.items():
-                if model is gpu.model:
-                    self._insert(order, model, gpu.key, pid)
-        else:
-            heapq.heappush(bucket, gpu.gid)
+        model = gpu.memo.model.name
+        for (name, pid), heap in self.heaps.items():
+            if name == model:
+                option = gpu.option(pid)
+                if option is not None:
+                    heapq.heappush(heap, (option[0], option[1], option[2], gpu.gid, gpu.kid))
 
-    @staticmethod
-    def _insert(
-        order: list[tuple[tuple[int, int, int], StateKey]], model: GpuModel, key: StateKey, pid: int
-    ) -> None:
-        option = _best_option(model, key, pid)
-        if option is not None:
-            bisect.insort(order, ((option[0], option[1], option[2]), key))
-
-    def best(self, model: GpuModel, pid: int, gpus: Sequence[_Gpu]) -> _Gpu | None:
-        order = self.orders.get((model, pid))
-        if order is None:
-            order = []
-            for m, key in self.buckets:
-                if m is model:
-                    self._insert(order, model, key, pid)
-            self.orders[(model, pid)] = order
-        for _, key in order:
-            bucket = self.buckets[(model, key)]
-            while bucket:
-                gpu = gpus[bucket[0]]
-                if gpu.key == key:
-                    return gpu
-                heapq.heappop(bucket)
+    def best(self, model: str, pid: int, gpus: Sequence[_Gpu]) -> _Gpu | None:
+        heap = self.heaps.get((model, pid))
+        if heap is None:
+            heap = []
+            for gpu in self.members:
+                if gpu.memo.model.name == model:
+                    option = gpu.option(pid)
+                    if option is not None:
+                        heap.append((option[0], option[1], option[2], gpu.gid, gpu.kid))
+            heapq.heapify(heap)
+            self.heaps[(model, pid)] = heap
+        while heap:
+            top = heap[0]
+            gpu = gpus[top[3]]
+            if gpu.kid == top[4]:
+                return gpu
+            heapq.heappop(heap)
         return None
 
 
+SECOND_PASS_LIMIT = 2000  # rounds up to this many pods also try largest-first when short
 _SCAN_LIMIT = 64  # restricted pods with at most this many GPUs scan them instead of an index
+
+_Pick = tuple[tuple[int, int, int, int], "_Gpu", Option, int]
 
 
 class _Round:
     def __init__(self, nodes: Sequence[NodeSnapshot]) -> None:
+        self.memos: dict[str, _Memo] = {}
         self.gpus: list[_Gpu] = []
         self.node_gpus: dict[str, list[_Gpu]] = {}
         for node in sorted(nodes, key=lambda n: n.name):
             members = self.node_gpus.setdefault(node.name, [])
             for snap in sorted(node.gpus, key=lambda g: g.index):
-                gpu = _Gpu(len(self.gpus), node.name, snap)
+                memo = self.memos.get(snap.model.name)
+                if memo is None:
+                    memo = self.memos[snap.model.name] = _Memo(snap.model)
+                gpu = _Gpu(len(self.gpus), node.name, snap, memo)
                 self.gpus.append(gpu)
                 members.append(gpu)
-        self.indexes: dict[frozenset[str] | None, _Index] = {None: _Index(self.gpus)}
-        self.memberships: dict[int, list[_Index]] = {g.gid: [self.indexes[None]] for g in self.gpus}
+        everywhere = _Index(self.gpus)
+        self.indexes: dict[frozenset[str] | None, _Index] = {None: everywhere}
+        self.memberships: dict[int, list[_Index]] = {g.gid: [everywhere] for g in self.gpus}
+        self.resolved: dict[SizeRequest, dict[str, int]] = {}
+
+    def profiles_for(self, item: SizeRequest) -> dict[str, int]:
+        """The profile id the request resolves to, per model name (models that cannot serve it
+        are absent)."""
+        found = self.resolved.get(item)
+        if found is None:
+            found = {}
+            for name, memo in self.memos.items():
+                profile = resolve_for_model(item, memo.model)
+                if profile is not None:
+                    found[name] = profile.nvml_id
+            self.resolved[item] = found
+        return found
 
     def index_for(self, nodes: frozenset[str]) -> _Index:
         index = self.indexes.get(nodes)
@@ -335,40 +382,39 @@ class _Round:
         return index
 
     def take(self, gpu: _Gpu, option: Option, pid: int) -> Assignment:
-        inst = gpu.apply(option, pid)
+        start, _ = gpu.apply(option, pid)
         for index in self.memberships[gpu.gid]:
             index.push(gpu)
-        return Assignment(gpu.node, gpu.index, pid, inst.start)
+        return Assignment(gpu.node, gpu.index, pid, start)
+
+    @staticmethod
+    def _consider(best: _Pick | None, gpu: _Gpu, pids: dict[str, int]) -> _Pick | None:
+        pid = pids.get(gpu.memo.model.name)
+        if pid is None:
+            return best
+        option = gpu.option(pid)
+        if option is None:
+            return best
+        score = (option[0], option[1], option[2], gpu.gid)
+        return (score, gpu, option, pid) if best is None or score < best[0] else best
 
     # -- single-instance pods ----------------------------------------------------------------
 
     def place_single(self, item: SizeRequest, nodes: frozenset[str] | None) -> Assignment | None:
-        best: tuple[tuple[int, int, int, int], _Gpu, Option, int] | None = None
-        if nodes is not None and len(nodes) * 8 <= _SCAN_LIMIT:
+        best: _Pick | None = None
+        pids = self.profiles_for(item)
+        if nodes is not None and sum(len(self.node_gpus.get(n, ())) for n in nodes) <= _SCAN_LIMIT:
             for name in sorted(nodes):
                 for gpu in self.node_gpus.get(name, ()):
-                    pid = _profile_for(item, gpu.model)
-                    if pid is None:
-                        continue
-                    option = _best_option(gpu.model, gpu.key, pid)
-                    if option is not None:
-                        score = (option[0], option[1], option[2], gpu.gid)
-                        if best is None or score < best[0]:
-                            best = (score, gpu, option, pid)
+                    best = self._consider(best, gpu, pids)
         else:
             index = self.indexes[None] if nodes is None else self.index_for(nodes)
-            for model in sorted(index.models, key=lambda m: m.name):
-                pid = _profile_for(item, model)
-                if pid is None:
-                    continue
-                found = index.best(model, pid, self.gpus)
-                if found is None:
-                    continue
-                option = _best_option(model, found.key, pid)
-                assert option is not None
-                score = (option[0], option[1], option[2], found.gid)
-                if best is None or score < best[0]:
-                    best = (score, found, option, pid)
+            for model in index.models:
+                pid = pids.get(model)
+                if pid is not None:
+                    found = index.best(model, pid, self.gpus)
+                    if found is not None:
+                        best = self._consider(best, found, pids)
         if best is None:
             return None
         _, gpu, option, pid = best
@@ -377,42 +423,51 @@ class _Round:
     # -- pods with several instances: all on one node ---------------------------------------
 
     def place_multi(
-        self, items: tuple[SizeRequest, ...], nodes: frozenset[str] | None, sizes: dict[str, float]
+        self,
+        items: tuple[SizeRequest, ...],
+        nodes: frozenset[str] | None,
+        sizes: dict[SizeRequest, float],
     ) -> list[Assignment] | None:
         names = sorted(nodes) if nodes is not None else list(self.node_gpus)
-        ordered = sorted(items, key=lambda r: -sizes.get(r.text, 0.0))
-        best: tuple[tuple[int, int], str, list[tuple[_Gpu, Option, int]]] | None = None
+        ordered = [self.profiles_for(r) for r in sorted(items, key=lambda r: -sizes.get(r, 0.0))]
+        need = sum(
+            min(self.memos[model].by_id[pid].compute for model, pid in pids.items())
+            for pids in ordered
+        )
+        best: tuple[tuple[int, int], list[tuple[_Gpu, Option, int]]] | None = None
         feasible = 0
         for name in names:
-            trial = self._try_node(name, ordered)
+            gpus = self.node_gpus.get(name, [])
+            if sum(g.memo.budget - g.key[0][1] for g in gpus) < need:
+                continue  # not enough compute left on the node, whatever is destroyed
+            trial = self._try_node(gpus, ordered)
             if trial is None:
                 continue
-            ops = sum(o[0] for _, o, _ in trial)
-            loss = sum(o[1] for _, o, _ in trial)
-            if best is None or (ops, loss) < best[0]:
-                best = ((ops, loss), name, trial)
+            cost = (sum(o[0] for _, o, _ in trial), sum(o[1] for _, o, _ in trial))
+            if best is None or cost < best[0]:
+                best = (cost, trial)
             feasible += 1
-            if feasible >= 16:
+            if feasible >= 16:  # enough choice; keeps wide multi-instance rounds fast
                 break
         if best is None:
             return None
-        return [self.take(gpu, option, pid) for gpu, option, pid in best[2]]
+        return [self.take(gpu, option, pid) for gpu, option, pid in best[1]]
 
+    @staticmethod
     def _try_node(
-        self, name: str, items: list[SizeRequest]
+        gpus: list[_Gpu], items: list[dict[str, int]]
     ) -> list[tuple[_Gpu, Option, int]] | None:
         """Plan every item on one node without committing; None when they do not all fit."""
-        gpus = self.node_gpus.get(name, [])
-        keys = {g.gid: g.key for g in gpus}
-        fixed = {g.gid: list(g.fixed) for g in gpus}
+        states = {g.gid: (g.kid, g.key, g.fixed) for g in gpus}
         chosen: list[tuple[_Gpu, Option, int]] = []
-        for item in items:
-            pick: tuple[tuple[int, int, int, int], _Gpu, Option, int] | None = None
+        for pids in items:
+            pick: _Pick | None = None
             for gpu in gpus:
-                pid = _profile_for(item, gpu.model)
+                pid = pids.get(gpu.memo.model.name)
                 if pid is None:
                     continue
-                option = _best_option(gpu.model, keys[gpu.gid], pid)
+                kid, key, _ = states[gpu.gid]
+                option = gpu.memo.option(kid, key, pid)
                 if option is not None:
                     score = (option[0], option[1], option[2], gpu.gid)
                     if pick is None or score < pick[0]:
@@ -421,35 +476,27 @@ class _Round:
                 return None
             _, gpu, option, pid = pick
             chosen.append((gpu, option, pid))
-            # Advance the trial state of that GPU.
-            free = keys[gpu.gid][1]
+            _, key, fixed = states[gpu.gid]
             _, _, _, start, reused, destroyed = option
             gone = {reused} if reused is not None else set(destroyed)
-            fixed[gpu.gid].append(Instance(start, pid))
-            free = tuple(i for i in free if i not in gone)
-            keys[gpu.gid] = (_signature(gpu.model, fixed[gpu.gid]), free)
+            fixed = [*fixed, (start, pid)]
+            next_key = (gpu.memo.signature(fixed), tuple(s for s in key[1] if s not in gone))
+            states[gpu.gid] = (gpu.memo.intern(next_key), next_key, fixed)
         return chosen
 
 
-@lru_cache(maxsize=65536)
-def _profile_for(item: SizeRequest, model: GpuModel) -> int | None:
-    profile = resolve_for_model(item, model)
-    return None if profile is None else profile.nvml_id
-
-
-def _pod_size(demand: Demand, models: Sequence[GpuModel], sizes: dict[str, float]) -> float:
+def _pod_size(demand: Demand, state: _Round, sizes: dict[SizeRequest, float]) -> float:
+    """A model-neutral size for ordering: the smallest share of a GPU any model gives it."""
     total = 0.0
     for item in demand.items:
-        if item.text not in sizes:
-            best = None
-            for model in models:
-                pid = _profile_for(item, model)
-                if pid is not None:
-                    p = model.by_id[pid]
-                    value = p.size / model.grid + p.compute / model.compute_budget
-                    best = value if best is None else min(best, value)
-            sizes[item.text] = 3.0 if best is None else best
-        total += sizes[item.text]
+        if item not in sizes:
+            shares = []
+            for name, pid in state.profiles_for(item).items():
+                memo = state.memos[name]
+                p = memo.by_id[pid]
+                shares.append(p.size / memo.model.grid + p.compute / memo.budget)
+            sizes[item] = min(shares, default=3.0)
+        total += sizes[item]
     return total
 
 
@@ -457,14 +504,13 @@ def _run(
     nodes: Sequence[NodeSnapshot], demands: Sequence[Demand], largest_first: bool
 ) -> tuple[Plan, tuple[int, ...]]:
     state = _Round(nodes)
-    models = sorted({g.model for g in state.gpus}, key=lambda m: m.name)
-    sizes: dict[str, float] = {}
+    sizes: dict[SizeRequest, float] = {}
     tiers = sorted({(d.priority, d.interactive) for d in demands}, reverse=True)
     tier_of = {t: i for i, t in enumerate(tiers)}
     served = [0] * len(tiers)
 
     def order(d: Demand) -> tuple[int, float, str]:
-        size = _pod_size(d, models, sizes)
+        size = _pod_size(d, state, sizes)
         return (tier_of[(d.priority, d.interactive)], -size if largest_first else size, d.name)
 
     placements: dict[str, tuple[Assignment, ...]] = {}
@@ -488,15 +534,18 @@ def _run(
     fragmentation = 0
     for gpu in state.gpus:
         key = (gpu.node, gpu.index)
-        plan.layouts[key] = tuple(sorted((*gpu.fixed, *gpu.free)))
+        layout = sorted((*gpu.fixed, *gpu.free))
+        plan.layouts[key] = tuple(Instance(start, pid) for start, pid in layout)
         if gpu.created:
-            plan.created[key] = tuple(sorted(gpu.created))
+            plan.created[key] = tuple(Instance(start, pid) for start, pid in sorted(gpu.created))
         if gpu.destroyed:
-            plan.destroyed[key] = tuple(sorted(gpu.destroyed))
+            plan.destroyed[key] = tuple(
+                Instance(start, pid) for start, pid in sorted(gpu.destroyed)
+            )
         plan.creates += len(gpu.created)
         plan.destroys += len(gpu.destroyed)
-        sig = _signature(gpu.model, plan.layouts[key])
-        fragmentation -= _capacity(gpu.model, sig[0], sig[1])
+        sig = gpu.memo.signature(layout)
+        fragmentation -= gpu.memo.capacity(sig[0], sig[1])
     return plan, (*(-s for s in served), plan.operations, fragmentation)
 
 
@@ -506,7 +555,7 @@ def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan
     if len(set(names)) != len(names):
         raise ValueError("pending pod names must be unique")
     best, score = _run(nodes, demands, largest_first=False)
-    if best.unplaced:
+    if best.unplaced and len(demands) <= SECOND_PASS_LIMIT:
         other, other_score = _run(nodes, demands, largest_first=True)
         if other_score < score:
             best = other
