@@ -203,10 +203,13 @@ class _Memo:
         p = self.by_id[pid]
         whole = self.signature(free, sig) if free else sig
         before = self.capacity(whole[0], whole[1])
+        # Free instances may be destroyed later, so what a placement spoils of the space that is
+        # not held counts too.
+        held = self.capacity(sig[0], sig[1])
         best: Option | None = None
         for start in p.starts:
             if self.fits(whole, p, start):
-                option = self._option(whole, before, p, start, ())
+                option = self._option(whole, sig, before, held, p, start, ())
                 if best is None or option < best:
                     best = option
         if best is not None or not free:
@@ -224,16 +227,25 @@ class _Memo:
                 in_way.append(rest.pop(0))
                 kept = self.signature(rest, sig)
             if self.fits(kept, p, start):
-                option = self._option(kept, before, p, start, tuple(sorted(in_way)))
+                option = self._option(kept, sig, before, held, p, start, tuple(sorted(in_way)))
                 if best is None or option < best:
                     best = option
         return best
 
     def _option(
-        self, sig: Signature, before: int, p: Profile, start: int, destroyed: tuple[Slot, ...]
+        self,
+        sig: Signature,
+        fixed: Signature,
+        before: int,
+        held: int,
+        p: Profile,
+        start: int,
+        destroyed: tuple[Slot, ...],
     ) -> Option:
+        span = span_mask(start, p.size)
         compute = sig[1] + p.compute
-        loss = before - self.capacity(sig[0] | span_mask(start, p.size), compute)
+        loss = before - self.capacity(sig[0] | span, compute)
+        loss += held - self.capacity(fixed[0] | span, fixed[1] + p.compute)
         return (1 + len(destroyed), loss, self.budget - compute, start, None, destroyed)
 
 
@@ -334,6 +346,9 @@ class _Index:
 
 
 SECOND_PASS_LIMIT = 2000  # rounds up to this many pods also try largest-first when short
+PROMOTION_LIMIT = 200  # rounds up to this many pods get PROMOTION_PASSES re-orderings
+PROMOTION_PASSES = 8
+_REPACK_LIMIT = 256  # a pod that fits nowhere tries re-packing at most this many GPUs
 _SCAN_LIMIT = 64  # restricted pods with at most this many GPUs scan them instead of an index
 
 _Pick = tuple[tuple[int, int, int, int], "_Gpu", Option, int]
@@ -357,6 +372,8 @@ class _Round:
         self.indexes: dict[frozenset[str] | None, _Index] = {None: everywhere}
         self.memberships: dict[int, list[_Index]] = {g.gid: [everywhere] for g in self.gpus}
         self.resolved: dict[SizeRequest, dict[str, int]] = {}
+        self.assigned: dict[str, list[Assignment]] = {}
+        self.owners: dict[tuple[int, int], tuple[str, int]] = {}  # (gpu, start) -> (pod, item)
 
     def profiles_for(self, item: SizeRequest) -> dict[str, int]:
         """The profile id the request resolves to, per model name (models that cannot serve it
@@ -381,11 +398,21 @@ class _Round:
                 self.memberships[g.gid].append(index)
         return index
 
-    def take(self, gpu: _Gpu, option: Option, pid: int) -> Assignment:
+    def take(self, gpu: _Gpu, option: Option, pid: int, pod: str, item: int) -> None:
         start, _ = gpu.apply(option, pid)
+        self._assign(gpu, start, pid, pod, item)
+        self._changed(gpu)
+
+    def _assign(self, gpu: _Gpu, start: int, pid: int, pod: str, item: int) -> None:
+        self.owners[(gpu.gid, start)] = (pod, item)
+        slots = self.assigned.setdefault(pod, [])
+        while len(slots) <= item:
+            slots.append(Assignment(gpu.node, gpu.index, pid, start))
+        slots[item] = Assignment(gpu.node, gpu.index, pid, start)
+
+    def _changed(self, gpu: _Gpu) -> None:
         for index in self.memberships[gpu.gid]:
             index.push(gpu)
-        return Assignment(gpu.node, gpu.index, pid, start)
 
     @staticmethod
     def _consider(best: _Pick | None, gpu: _Gpu, pids: dict[str, int]) -> _Pick | None:
@@ -400,7 +427,7 @@ class _Round:
 
     # -- single-instance pods ----------------------------------------------------------------
 
-    def place_single(self, item: SizeRequest, nodes: frozenset[str] | None) -> Assignment | None:
+    def place_single(self, pod: str, item: SizeRequest, nodes: frozenset[str] | None) -> bool:
         best: _Pick | None = None
         pids = self.profiles_for(item)
         if nodes is not None and sum(len(self.node_gpus.get(n, ())) for n in nodes) <= _SCAN_LIMIT:
@@ -416,20 +443,74 @@ class _Round:
                     if found is not None:
                         best = self._consider(best, found, pids)
         if best is None:
-            return None
+            return self._repack_somewhere(pod, pids, nodes)
         _, gpu, option, pid = best
-        return self.take(gpu, option, pid)
+        self.take(gpu, option, pid, pod, 0)
+        return True
+
+    def _repack_somewhere(
+        self, pod: str, pids: dict[str, int], nodes: frozenset[str] | None
+    ) -> bool:
+        """Last resort for a pod that fits nowhere as the GPUs stand: instances created earlier
+        in this round have no position yet, so re-place them together with the new one."""
+        names = sorted(nodes) if nodes is not None else list(self.node_gpus)
+        candidates = [
+            g
+            for n in names
+            for g in self.node_gpus.get(n, ())
+            if g.created and g.memo.model.name in pids
+        ]
+        if len(candidates) > _REPACK_LIMIT:
+            return False
+        return any(self._repack(gpu, pids[gpu.memo.model.name], pod, 0) for gpu in candidates)
+
+    def _repack(self, gpu: _Gpu, pid: int, pod: str, item: int) -> bool:
+        memo = gpu.memo
+        created = set(gpu.created)
+        immovable = [s for s in gpu.fixed if s not in created]
+        movable = [p for _, p in gpu.created] + [pid]
+        for kept in (gpu.free, ()):
+            starts = _pack(memo, memo.signature([*immovable, *kept]), movable)
+            if starts is not None:
+                break
+        else:
+            return False
+        placed = [(start, p) for start, p in zip(starts, movable, strict=True)]
+        sig = memo.signature([*immovable, *placed])
+        keep: list[Slot] = []
+        for slot in gpu.free:  # keep every other free instance that still fits
+            if memo.fits(sig, memo.by_id[slot[1]], slot[0]):
+                keep.append(slot)
+                sig = memo.signature([slot], sig)
+        owners = [self.owners.pop((gpu.gid, start)) for start, _ in gpu.created]
+        gpu.destroyed.extend(s for s in gpu.free if s not in keep)
+        gpu.free = tuple(keep)
+        gpu.created = placed
+        gpu.fixed = [*immovable, *placed]
+        gpu.key = (memo.signature(gpu.fixed), gpu.free)
+        gpu.kid = memo.intern(gpu.key)
+        for (start, p), (owner, position) in zip(placed, [*owners, (pod, item)], strict=True):
+            self._assign(gpu, start, p, owner, position)
+        self._changed(gpu)
+        return True
 
     # -- pods with several instances: all on one node ---------------------------------------
 
     def place_multi(
         self,
+        pod: str,
         items: tuple[SizeRequest, ...],
         nodes: frozenset[str] | None,
         sizes: dict[SizeRequest, float],
-    ) -> list[Assignment] | None:
+    ) -> bool:
         names = sorted(nodes) if nodes is not None else list(self.node_gpus)
-        ordered = [self.profiles_for(r) for r in sorted(items, key=lambda r: -sizes.get(r, 0.0))]
+        positions = sorted(  # largest first; the order the requests were written in is no input
+            range(len(items)),
+            key=lambda i: (-sizes.get(items[i], 0.0), items[i].kind, items[i].text, i),
+        )
+        ordered = [self.profiles_for(items[i]) for i in positions]
+        if not all(ordered):
+            return False  # some instance resolves on no model of this round
         need = sum(
             min(self.memos[model].by_id[pid].compute for model, pid in pids.items())
             for pids in ordered
@@ -450,8 +531,10 @@ class _Round:
             if feasible >= 16:  # enough choice; keeps wide multi-instance rounds fast
                 break
         if best is None:
-            return None
-        return [self.take(gpu, option, pid) for gpu, option, pid in best[1]]
+            return False
+        for position, (gpu, option, pid) in zip(positions, best[1], strict=True):
+            self.take(gpu, option, pid, pod, position)
+        return True
 
     @staticmethod
     def _try_node(
@@ -485,54 +568,60 @@ class _Round:
         return chosen
 
 
-def _pod_size(demand: Demand, state: _Round, sizes: dict[SizeRequest, float]) -> float:
+def _pod_size(demand: Demand, models: Sequence[GpuModel], sizes: dict[SizeRequest, float]) -> float:
     """A model-neutral size for ordering: the smallest share of a GPU any model gives it."""
     total = 0.0
     for item in demand.items:
         if item not in sizes:
             shares = []
-            for name, pid in state.profiles_for(item).items():
-                memo = state.memos[name]
-                p = memo.by_id[pid]
-                shares.append(p.size / memo.model.grid + p.compute / memo.budget)
+            for model in models:
+                p = resolve_for_model(item, model)
+                if p is not None:
+                    shares.append(p.size / model.grid + p.compute / model.compute_budget)
             sizes[item] = min(shares, default=3.0)
         total += sizes[item]
     return total
 
 
+def _tier(demand: Demand) -> tuple[int, bool]:
+    return (demand.priority, demand.interactive)
+
+
 def _run(
-    nodes: Sequence[NodeSnapshot], demands: Sequence[Demand], largest_first: bool
+    nodes: Sequence[NodeSnapshot],
+    ordered: Sequence[Demand],
+    tiers: list[tuple[int, bool]],
+    sizes: dict[SizeRequest, float],
 ) -> tuple[Plan, tuple[int, ...]]:
+    """Serve ``ordered`` one pod at a time; score = (unserved per tier, ops, fragmentation)."""
     state = _Round(nodes)
-    sizes: dict[SizeRequest, float] = {}
-    tiers = sorted({(d.priority, d.interactive) for d in demands}, reverse=True)
     tier_of = {t: i for i, t in enumerate(tiers)}
     served = [0] * len(tiers)
-
-    def order(d: Demand) -> tuple[int, float, str]:
-        size = _pod_size(d, state, sizes)
-        return (tier_of[(d.priority, d.interactive)], -size if largest_first else size, d.name)
-
     placements: dict[str, tuple[Assignment, ...]] = {}
     unplaced: list[str] = []
-    for demand in sorted(demands, key=order):
+    for demand in ordered:
         nodes_set = frozenset(demand.nodes) if demand.nodes is not None else None
         if not demand.items:
             placements[demand.name] = ()
             continue
         if len(demand.items) == 1:
-            single = state.place_single(demand.items[0], nodes_set)
-            result = [single] if single is not None else None
+            done = state.place_single(demand.name, demand.items[0], nodes_set)
         else:
-            result = state.place_multi(demand.items, nodes_set, sizes)
-        if result is None:
+            done = state.place_multi(demand.name, demand.items, nodes_set, sizes)
+        if done:
+            served[tier_of[_tier(demand)]] += 1
+        else:
             unplaced.append(demand.name)
-        else:
-            placements[demand.name] = tuple(result)
-            served[tier_of[(demand.priority, demand.interactive)]] += 1
+    for pod, slots in state.assigned.items():
+        placements[pod] = tuple(slots)
     plan = Plan(layouts={}, placements=placements, unplaced=sorted(unplaced))
     fragmentation = 0
     for gpu in state.gpus:
+        # A free instance destroyed to make room and later carved again at the same place was
+        # simply kept: neither operation happens.
+        twins = set(gpu.created) & set(gpu.destroyed)
+        gpu.created = [s for s in gpu.created if s not in twins]
+        gpu.destroyed = [s for s in gpu.destroyed if s not in twins]
         key = (gpu.node, gpu.index)
         layout = sorted((*gpu.fixed, *gpu.free))
         plan.layouts[key] = tuple(Instance(start, pid) for start, pid in layout)
@@ -554,9 +643,69 @@ def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan
     names = [d.name for d in demands]
     if len(set(names)) != len(names):
         raise ValueError("pending pod names must be unique")
-    best, score = _run(nodes, demands, largest_first=False)
-    if best.unplaced and len(demands) <= SECOND_PASS_LIMIT:
-        other, other_score = _run(nodes, demands, largest_first=True)
-        if other_score < score:
-            best = other
+    models = sorted({g.model for n in nodes for g in n.gpus}, key=lambda m: m.name)
+    tiers = sorted({_tier(d) for d in demands}, reverse=True)
+    rank = {t: i for i, t in enumerate(tiers)}
+    sizes: dict[SizeRequest, float] = {}
+    for d in demands:
+        _pod_size(d, models, sizes)
+
+    def by_tier(largest_first: bool) -> list[Demand]:
+        sign = -1 if largest_first else 1
+        return sorted(
+            demands, key=lambda d: (rank[_tier(d)], sign * _pod_size(d, models, sizes), d.name)
+        )
+
+    order = by_tier(largest_first=False)
+    best, score = _run(nodes, order, tiers, sizes)
+    if not best.unplaced or len(demands) > SECOND_PASS_LIMIT:
+        return best
+    queued = [by_tier(largest_first=True)]
+    passes = PROMOTION_PASSES if len(demands) <= PROMOTION_LIMIT else 1
+    tried = {tuple(d.name for d in order)}
+    last_order, last = order, best
+    runs = 0
+    while runs < passes and best.unplaced:
+        if queued:
+            order = queued.pop()
+        else:
+            # Promote what the last pass left unserved to the front, whatever its tier: serving
+            # it first may let the higher tiers fit around it (the score still ranks tiers).
+            left = set(last.unplaced)
+            order = [d for d in last_order if d.name in left]
+            order += [d for d in last_order if d.name not in left]
+        signature = tuple(d.name for d in order)
+        if signature in tried:
+            if queued:
+                continue
+            break
+        tried.add(signature)
+        plan, plan_score = _run(nodes, order, tiers, sizes)
+        runs += 1
+        last_order, last = order, plan
+        if plan_score < score:
+            best, score = plan, plan_score
     return best
+
+
+def _pack(memo: _Memo, base: Signature, pids: list[int]) -> list[int] | None:
+    """Placement starts for ``pids`` on top of ``base`` (exhaustive, largest first), or None."""
+    order = sorted(range(len(pids)), key=lambda i: (-memo.by_id[pids[i]].size, pids[i], i))
+    starts = [0] * len(pids)
+
+    def place(k: int, sig: Signature, floor: int) -> bool:
+        if k == len(order):
+            return True
+        i = order[k]
+        p = memo.by_id[pids[i]]
+        same_as_before = k > 0 and pids[order[k - 1]] == pids[i]
+        for start in p.starts:
+            if same_as_before and start < floor:
+                continue  # identical instances: only increasing starts, no permutations
+            if memo.fits(sig, p, start):
+                starts[i] = start
+                if place(k + 1, memo.signature([(start, p.nvml_id)], sig), start):
+                    return True
+        return False
+
+    return starts if place(0, base, -1) else None
