@@ -118,6 +118,8 @@ def _parse_demand(data: Any, where: str, models: list[GpuModel]) -> Demand:
     if not name:
         raise ContractError(f"{where}.name: must not be empty")
     requests = _expect(data.get("requests"), dict, f"{where}.requests", "an object")
+    if not requests:
+        raise ContractError(f'{where}.requests: name at least one slice, e.g. {{"1g.10gb": 1}}')
     items: list[SizeRequest] = []
     for size, count in requests.items():
         here = f"{where}.requests[{size!r}]"

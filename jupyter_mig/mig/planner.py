@@ -114,7 +114,9 @@ class _Memo:
         self.by_id = model.by_id
         self.key_ids: dict[StateKey, int] = {}
         self.options: dict[int, Option | None] = {}
+        self.destroys: dict[int, Option | None] = {}
         self.capacities: dict[tuple[int, int], int] = {}
+        self.carves: dict[tuple[Signature, Signature, int], Option | None] = {}
         self.plain = [p for p in model.profiles if p.media == "none"]
         # Per profile: (size, compute, max count binds, is +me or +me.all, is +me.all, excludable)
         self.traits = {
@@ -138,22 +140,26 @@ class _Memo:
     def signature(self, slots: Iterable[Slot], base: Signature | None = None) -> Signature:
         if base is None:
             mask = compute = extended = 0
-            counts: dict[int, int] = {}
+            pairs: tuple[tuple[int, int], ...] = ()
             all_me = excluded = False
         else:
             mask, compute, pairs, extended, all_me, excluded = base
-            counts = dict(pairs)
+        counts: dict[int, int] | None = None
         for start, pid in slots:
             size, cost, binds, extends, is_all_me, excludable = self.traits[pid]
             mask |= ((1 << size) - 1) << start
             compute += cost
             if binds:
+                if counts is None:
+                    counts = dict(pairs)
                 counts[pid] = counts.get(pid, 0) + 1
             if extends:
                 extended += 1
             all_me = all_me or is_all_me
             excluded = excluded or excludable
-        return (mask, compute, tuple(sorted(counts.items())), extended, all_me, excluded)
+        if counts is not None:
+            pairs = tuple(sorted(counts.items()))
+        return (mask, compute, pairs, extended, all_me, excluded)
 
     def fits(self, sig: Signature, p: Profile, start: int) -> bool:
         mask, compute, counts, extended, all_me, excluded = sig
@@ -187,35 +193,44 @@ class _Memo:
         return total
 
     def option(self, kid: int, key: StateKey, pid: int) -> Option | None:
+        """The cheapest way to get one ``pid`` instance on a GPU in state ``key``."""
+        found = self.cheap_option(kid, key, pid)
+        return found if found is not None else self.destroy_option(kid, key, pid)
+
+    def cheap_option(self, kid: int, key: StateKey, pid: int) -> Option | None:
+        """Reuse a free instance (0 ops) or carve free space (1 op); None when neither can."""
         memo_key = kid * 1024 + pid
         if memo_key in self.options:
             return self.options[memo_key]
-        found = self._best_option(key, pid)
+        sig, free = key
+        found: Option | None = None
+        for slot in free:
+            if slot[1] == pid:
+                found = (0, 0, self.budget - sig[1], slot[0], slot, ())
+                break
+        else:
+            found = self._carve(self.signature(free, sig) if free else sig, sig, pid)
         self.options[memo_key] = found
         return found
 
-    def _best_option(self, key: StateKey, pid: int) -> Option | None:
-        """The cheapest way to get one ``pid`` instance on a GPU in state ``key``."""
+    def destroy_option(self, kid: int, key: StateKey, pid: int) -> Option | None:
+        """Destroy free instances to make room (1 + n ops), when nothing cheaper exists."""
+        memo_key = kid * 1024 + pid
+        if memo_key in self.destroys:
+            return self.destroys[memo_key]
+        found = self._destroy(key, pid) if key[1] else None
+        self.destroys[memo_key] = found
+        return found
+
+    def _destroy(self, key: StateKey, pid: int) -> Option | None:
         sig, free = key
-        for slot in free:
-            if slot[1] == pid:
-                return (0, 0, self.budget - sig[1], slot[0], slot, ())
         p = self.by_id[pid]
-        whole = self.signature(free, sig) if free else sig
-        before = self.capacity(whole[0], whole[1])
-        # Free instances may be destroyed later, so what a placement spoils of the space that is
-        # not held counts too.
-        held = self.capacity(sig[0], sig[1])
+        whole = self.signature(free, sig)
         best: Option | None = None
-        for start in p.starts:
-            if self.fits(whole, p, start):
-                option = self._option(whole, sig, before, held, p, start, ())
-                if best is None or option < best:
-                    best = option
-        if best is not None or not free:
-            return best
         # Make room: destroy the free instances in the way, then (for the compute budget or the
         # +me rule) the largest other free ones, until the new instance fits.
+        before = self.capacity(whole[0], whole[1])
+        held = self.capacity(sig[0], sig[1])
         for start in p.starts:
             span = span_mask(start, p.size)
             in_way = [s for s in free if span & span_mask(s[0], self.by_id[s[1]].size)]
@@ -230,6 +245,26 @@ class _Memo:
                 option = self._option(kept, sig, before, held, p, start, tuple(sorted(in_way)))
                 if best is None or option < best:
                     best = option
+        return best
+
+    def _carve(self, whole: Signature, fixed: Signature, pid: int) -> Option | None:
+        """The best placement of ``pid`` in the free space of ``whole`` (memoised: many GPU
+        states share their occupied space)."""
+        memo_key = (whole, fixed, pid)
+        if memo_key in self.carves:
+            return self.carves[memo_key]
+        p = self.by_id[pid]
+        before = self.capacity(whole[0], whole[1])
+        # Free instances may be destroyed later, so what a placement spoils of the space that is
+        # not held counts too.
+        held = self.capacity(fixed[0], fixed[1])
+        best: Option | None = None
+        for start in p.starts:
+            if self.fits(whole, p, start):
+                option = self._option(whole, fixed, before, held, p, start, ())
+                if best is None or option < best:
+                    best = option
+        self.carves[memo_key] = best
         return best
 
     def _option(
@@ -306,42 +341,55 @@ _Entry = tuple[int, int, int, int, int]
 
 
 class _Index:
-    """A set of GPUs with, per (model, profile), a heap of each GPU's best option.
+    """A set of GPUs with, per (model, profile), heaps of each GPU's options.
 
-    Entries are pushed when a GPU changes and dropped lazily when their state id is stale, so
-    finding the best GPU for a profile is a heap peek.
+    One heap holds the cheap options (reuse, carve); a second, built only when the first runs
+    dry, holds the options that destroy free instances.  Entries are pushed when a GPU changes and
+    dropped lazily when their state id is stale, so finding the best GPU is a heap peek.
     """
 
     def __init__(self, gpus: Sequence[_Gpu]) -> None:
         self.members = gpus
         self.models = sorted({g.memo.model.name for g in gpus})
-        self.heaps: dict[tuple[str, int], list[_Entry]] = {}
+        self.heaps: dict[tuple[str, int, bool], list[_Entry]] = {}
+
+    @staticmethod
+    def _entry(gpu: _Gpu, pid: int, destroying: bool) -> _Entry | None:
+        memo = gpu.memo
+        if destroying:
+            option = memo.destroy_option(gpu.kid, gpu.key, pid)
+        else:
+            option = memo.cheap_option(gpu.kid, gpu.key, pid)
+        if option is None:
+            return None
+        return (option[0], option[1], option[2], gpu.gid, gpu.kid)
 
     def push(self, gpu: _Gpu) -> None:
         model = gpu.memo.model.name
-        for (name, pid), heap in self.heaps.items():
+        for (name, pid, destroying), heap in self.heaps.items():
             if name == model:
-                option = gpu.option(pid)
-                if option is not None:
-                    heapq.heappush(heap, (option[0], option[1], option[2], gpu.gid, gpu.kid))
+                entry = self._entry(gpu, pid, destroying)
+                if entry is not None:
+                    heapq.heappush(heap, entry)
 
     def best(self, model: str, pid: int, gpus: Sequence[_Gpu]) -> _Gpu | None:
-        heap = self.heaps.get((model, pid))
-        if heap is None:
-            heap = []
-            for gpu in self.members:
-                if gpu.memo.model.name == model:
-                    option = gpu.option(pid)
-                    if option is not None:
-                        heap.append((option[0], option[1], option[2], gpu.gid, gpu.kid))
-            heapq.heapify(heap)
-            self.heaps[(model, pid)] = heap
-        while heap:
-            top = heap[0]
-            gpu = gpus[top[3]]
-            if gpu.kid == top[4]:
-                return gpu
-            heapq.heappop(heap)
+        for destroying in (False, True):
+            heap = self.heaps.get((model, pid, destroying))
+            if heap is None:
+                heap = []
+                for gpu in self.members:
+                    if gpu.memo.model.name == model:
+                        entry = self._entry(gpu, pid, destroying)
+                        if entry is not None:
+                            heap.append(entry)
+                heapq.heapify(heap)
+                self.heaps[(model, pid, destroying)] = heap
+            while heap:
+                top = heap[0]
+                gpu = gpus[top[3]]
+                if gpu.kid == top[4]:
+                    return gpu
+                heapq.heappop(heap)
         return None
 
 

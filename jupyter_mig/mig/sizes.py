@@ -137,7 +137,8 @@ def unsatisfiable_message(req: SizeRequest, models: list[GpuModel]) -> str:
         most = max(models, key=lambda m: (m.compute_budget, m.full_profile.memory_mib))
         return (
             f"no GPU model offers a {req.amount:g}-compute-slice slice; the most is "
-            f"{most.full_profile.name} on {most.name}"
+            f"{most.full_profile.name} on {most.name} (a lower-case g counts compute slices: "
+            f"did you mean {req.amount:g}gb?)"
         )
     unit = "GiB" if req.kind == "gib" else "GB"
     return (
