@@ -1,0 +1,172 @@
+"""``jupyter-mig agent``: the node agent (one per opted-in node, e.g. a DaemonSet)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from pathlib import Path
+
+from jupyter_mig.errors import UserError
+
+KUBELET_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+SIM_SOCKET = "pod-resources.sock"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config)")
+    parser.add_argument(
+        "--node",
+        default=os.environ.get("NODE_NAME"),
+        help="this node's name, also its MigNode's name (default: $NODE_NAME)",
+    )
+    parser.add_argument(
+        "--nvml",
+        default="real",
+        metavar="real|sim:DIR",
+        help="NVML backend: the GPUs of this machine, or a sim node's state directory",
+    )
+    parser.add_argument(
+        "--pod-resources-socket",
+        metavar="PATH",
+        help=f"kubelet pod-resources socket (default: {KUBELET_SOCKET}, or DIR/{SIM_SOCKET})",
+    )
+    parser.add_argument(
+        "--device-plugin-namespace",
+        default="gpu-operator",
+        help="namespace of the NVIDIA device-plugin pods (real nodes)",
+    )
+    parser.add_argument(
+        "--device-plugin-selector",
+        default="app=nvidia-device-plugin-daemonset",
+        help="label selector of the NVIDIA device-plugin pods (real nodes)",
+    )
+    parser.add_argument(
+        "--device-plugin-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the device plugin to advertise a new layout",
+    )
+    parser.add_argument(
+        "--resync", type=float, default=30.0, metavar="SECONDS", help="periodic full reconcile"
+    )
+    parser.add_argument(
+        "--max-backoff",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest wait between retries after NVML or API errors",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve /healthz and /metrics on this port (default 0: off)",
+    )
+    parser.add_argument("--health-host", default="0.0.0.0", help="address for --health-port")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not args.node:
+        raise UserError("--node is required (or set $NODE_NAME to this node's name)")
+    if args.nvml != "real" and not (args.nvml.startswith("sim:") and len(args.nvml) > 4):
+        raise UserError(f"--nvml {args.nvml!r}: expected 'real' or 'sim:DIR'")
+    for name in ("resync", "device_plugin_timeout", "max_backoff"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    if not 0 <= args.health_port <= 65535:
+        raise UserError(f"--health-port {args.health_port}: expected 0 (off) to 65535")
+
+
+def _api_client(kubeconfig: str | None) -> object:
+    from kubernetes import config
+
+    try:
+        if kubeconfig:
+            return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException as err:
+        where = kubeconfig or "the in-cluster service account"
+        raise UserError(f"cannot load Kubernetes credentials from {where}: {err}") from None
+    from kubernetes import client
+
+    return client.ApiClient()
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import urllib3
+    from kubernetes import client
+
+    from jupyter_mig.agent.devices import PodRefresher, PodResourcesView, SimRefresher
+    from jupyter_mig.agent.health import Heartbeat, serve_health
+    from jupyter_mig.agent.kube import MigNodeClient, MigNodeWatcher
+    from jupyter_mig.agent.metrics import AgentMetrics
+    from jupyter_mig.agent.reconcile import DevicePluginRefresher, Reconciler
+    from jupyter_mig.agent.runner import Agent, LazyNvml
+    from jupyter_mig.api.cluster import require_crds
+    from jupyter_mig.nvml import open_backend
+
+    api_client = _api_client(args.kubeconfig)
+    try:
+        require_crds(api_client)
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        host = getattr(getattr(api_client, "configuration", None), "host", "?")
+        raise UserError(f"cannot reach the Kubernetes API server at {host}: {err}") from None
+    refresher: DevicePluginRefresher
+    if args.nvml == "real":
+        socket = args.pod_resources_socket or KUBELET_SOCKET
+        refresher = PodRefresher(
+            client.CoreV1Api(api_client),
+            args.node,
+            args.device_plugin_namespace,
+            args.device_plugin_selector,
+        )
+    else:
+        state_dir = Path(args.nvml[4:])
+        socket = args.pod_resources_socket or str(state_dir / SIM_SOCKET)
+        refresher = SimRefresher(state_dir)
+
+    metrics = AgentMetrics()
+    heartbeat = Heartbeat(stale_after=args.resync + args.device_plugin_timeout + 60)
+    nvml = LazyNvml(lambda: open_backend(args.nvml))
+    reconciler = Reconciler(
+        nvml, PodResourcesView(socket), refresher, metrics,
+        refresh_timeout=args.device_plugin_timeout,
+    )  # fmt: skip
+    agent = Agent(
+        MigNodeClient(api_client, args.node), reconciler, metrics, heartbeat, args.resync,
+        args.max_backoff,
+    )  # fmt: skip
+    watcher = MigNodeWatcher(api_client, args.node, agent.wake.set, agent.stop)
+
+    def on_signal(signum: int, frame: object) -> None:
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = None
+    if args.health_port:
+        server = serve_health(args.health_host, args.health_port, heartbeat, metrics.render)
+        logging.getLogger(__name__).info(
+            "serving /healthz and /metrics on %s:%d", args.health_host, server.server_port
+        )
+    logging.getLogger(__name__).info(
+        "agent for node %s: NVML %s, pod-resources %s", args.node, args.nvml, socket
+    )
+    watcher.start()
+    try:
+        agent.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+        nvml.close()
+    return 0
