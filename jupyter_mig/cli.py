@@ -31,6 +31,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "resolve": ("jupyter_mig.cli", "how a size request maps to MIG profiles, per GPU model"),
     "bench": ("jupyter_mig.bench", "planner speed at scale"),
     "devcluster": ("jupyter_mig.devcluster", "the real local Kubernetes control plane"),
+    "crds": ("jupyter_mig.api.cli", "print the MigNode CRD manifest (pipe to kubectl apply -f -)"),
+    "agent": ("jupyter_mig.agent.cli", "the node agent: apply MigNode specs to GPUs through NVML"),
+    "controller": ("jupyter_mig.controller.cli", "batch pending pods, plan, write MigNode specs"),
+    "sim-node": ("jupyter_mig.simnode.cli", "simulated MIG GPU nodes (device plugin + kubelet)"),
 }
 
 
@@ -48,12 +52,16 @@ def _plan_run(args: argparse.Namespace) -> int:
                 text = handle.read()
     except OSError as err:
         raise UserError(f"cannot read {args.file}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{args.file}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise UserError(
             f"{args.file}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
+    except RecursionError:
+        raise UserError(f"{args.file}: JSON nested too deeply") from None
     nodes, demands = parse_input(data)
     result = render_plan(plan_round(nodes, demands), nodes)
     json.dump(result, sys.stdout, indent=args.indent)
