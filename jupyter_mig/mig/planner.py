@@ -420,6 +420,7 @@ class _Round:
         self.indexes: dict[frozenset[str] | None, _Index] = {None: everywhere}
         self.memberships: dict[int, list[_Index]] = {g.gid: [everywhere] for g in self.gpus}
         self.resolved: dict[SizeRequest, dict[str, int]] = {}
+        self.gpu_counts: dict[frozenset[str], int] = {}
         self.assigned: dict[str, list[Assignment]] = {}
         self.owners: dict[tuple[int, int], tuple[str, int]] = {}  # (gpu, start) -> (pod, item)
 
@@ -435,6 +436,12 @@ class _Round:
                     found[name] = profile.nvml_id
             self.resolved[item] = found
         return found
+
+    def _gpu_count(self, nodes: frozenset[str]) -> int:
+        count = self.gpu_counts.get(nodes)
+        if count is None:
+            count = self.gpu_counts[nodes] = sum(len(self.node_gpus.get(n, ())) for n in nodes)
+        return count
 
     def index_for(self, nodes: frozenset[str]) -> _Index:
         index = self.indexes.get(nodes)
@@ -478,7 +485,11 @@ class _Round:
     def place_single(self, pod: str, item: SizeRequest, nodes: frozenset[str] | None) -> bool:
         best: _Pick | None = None
         pids = self.profiles_for(item)
-        if nodes is not None and sum(len(self.node_gpus.get(n, ())) for n in nodes) <= _SCAN_LIMIT:
+        if (
+            nodes is not None
+            and nodes not in self.indexes
+            and self._gpu_count(nodes) <= _SCAN_LIMIT
+        ):
             for name in sorted(nodes):
                 for gpu in self.node_gpus.get(name, ()):
                     best = self._consider(best, gpu, pids)
