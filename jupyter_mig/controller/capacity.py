@@ -8,7 +8,7 @@ repartitioning their free space — each profile counted alone, in-use instances
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -89,9 +89,55 @@ def capacity(snapshots: Iterable[NodeSnapshot]) -> list[ModelCapacity]:
     return result
 
 
-def render_capacity(models: Iterable[ModelCapacity], generated: datetime) -> dict[str, Any]:
+def gpu_layouts(
+    snapshot: NodeSnapshot, desired: Mapping[int, tuple[Instance, ...]] | None
+) -> list[dict[str, Any]]:
+    """Each GPU's instances at their placements, for the slice grid people look at: ``in_use``,
+    ``free``, or ``creating`` (in the desired layout, not reported yet)."""
+    rows = []
+    for gpu in snapshot.gpus:
+        model = gpu.model
+        reported = {(i.start, i.profile_id) for i in gpu.instances}
+        instances = [
+            {
+                "profile": model.by_id[i.profile_id].name,
+                "start": i.start,
+                "size": model.by_id[i.profile_id].size,
+                "state": "in_use" if i.used else "free",
+            }
+            for i in gpu.instances
+        ]
+        for wanted in (desired or {}).get(gpu.index, ()):
+            profile = model.by_id.get(wanted.profile_id)
+            if profile is not None and (wanted.start, wanted.profile_id) not in reported:
+                instances.append(
+                    {
+                        "profile": profile.name,
+                        "start": wanted.start,
+                        "size": profile.size,
+                        "state": "creating",
+                    }
+                )
+        rows.append(
+            {
+                "node": snapshot.name,
+                "index": gpu.index,
+                "model": model.name,
+                "grid": model.grid,
+                "instances": sorted(instances, key=lambda i: (i["start"], i["profile"])),
+            }
+        )
+    return rows
+
+
+def render_capacity(
+    models: Iterable[ModelCapacity],
+    generated: datetime,
+    gpus: Iterable[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """The JSON document of ``GET /api/v1/capacity`` (docs/protocol.md)."""
     return {
+        "gpus": list(gpus),
         "models": [
             {
                 "model": m.model,

@@ -22,7 +22,7 @@ from jupyter_mig.api import constants as c
 from jupyter_mig.api.mignode import new_mignode
 from jupyter_mig.controller import events as ev
 from jupyter_mig.controller.batching import Batcher
-from jupyter_mig.controller.capacity import capacity, render_capacity
+from jupyter_mig.controller.capacity import capacity, gpu_layouts, render_capacity
 from jupyter_mig.controller.informer import Informer
 from jupyter_mig.controller.kube import Kube, KubeError
 from jupyter_mig.controller.leader import LeaderElection
@@ -140,8 +140,10 @@ class Controller:
         if self._capacity_cache is not None and now - self._capacity_cache[0] < 1.0:
             return self._capacity_cache[1]
         views = build_views(self.nodes.items(), self.mignodes.items(), self.pods.items())
-        snapshots = [v.snapshot for v in views.values() if v.schedulable and v.snapshot is not None]
-        document = render_capacity(capacity(snapshots), datetime.now(UTC))
+        usable = [v for v in views.values() if v.schedulable and v.snapshot is not None]
+        snapshots = [v.snapshot for v in usable if v.snapshot is not None]
+        layouts = [row for v in usable if v.snapshot for row in gpu_layouts(v.snapshot, v.desired)]
+        document = render_capacity(capacity(snapshots), datetime.now(UTC), layouts)
         self._capacity_cache = (now, document)
         return document
 

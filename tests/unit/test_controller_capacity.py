@@ -92,3 +92,39 @@ def test_most_instances_matches_exhaustive_search(
         for layout in enumerate_layouts(model, used, [model.by_id[profile_id]])
     )
     assert most_instances(model, used, profile_id) == best
+
+
+def test_gpu_layouts_mark_in_use_free_and_creating_instances() -> None:
+    from jupyter_mig.controller.capacity import gpu_layouts
+    from jupyter_mig.mig.layout import Instance
+    from jupyter_mig.mig.models import get_model
+    from jupyter_mig.mig.planner import GpuSnapshot, NodeSnapshot, ObservedInstance
+
+    a100 = get_model("A100-80GB")
+    one_g, three_g = a100.profile("1g.10gb"), a100.profile("3g.40gb")
+    snapshot = NodeSnapshot(
+        name="gpu-node-1",
+        gpus=(
+            GpuSnapshot(
+                index=0,
+                model=a100,
+                instances=(
+                    ObservedInstance(one_g.nvml_id, 0, used=True),
+                    ObservedInstance(one_g.nvml_id, 1, used=False),
+                ),
+            ),
+        ),
+    )
+    desired = {0: (Instance(0, one_g.nvml_id), Instance(4, three_g.nvml_id))}
+    (row,) = gpu_layouts(snapshot, desired)
+    assert (row["node"], row["index"], row["model"], row["grid"]) == (
+        "gpu-node-1",
+        0,
+        "A100-80GB",
+        8,
+    )
+    assert [(i["profile"], i["start"], i["size"], i["state"]) for i in row["instances"]] == [
+        ("1g.10gb", 0, 1, "in_use"),
+        ("1g.10gb", 1, 1, "free"),
+        ("3g.40gb", 4, 4, "creating"),
+    ]
