@@ -1,0 +1,160 @@
+/**
+ * jupyter-mig's JupyterLab plugin: the status-bar slice, the "Request GPU
+ * slice…" command and dialog, the cluster side panel, and the save → restart →
+ * reload sequence.
+ */
+import {
+  ILabShell,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
+import { URLExt } from '@jupyterlab/coreutils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { ServerConnection } from '@jupyterlab/services';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { MigClient } from './api';
+import { SliceChoice, SliceRequestBody } from './dialog';
+import { ClusterPanel } from './panel';
+import { RestartProgress } from './progressview';
+import { restartWithSlice } from './restart';
+import { SliceStatus } from './statusbar';
+import { ICapacity } from './types';
+
+const PLUGIN_ID = '@jupyter-mig/labextension:plugin';
+
+namespace CommandIDs {
+  export const request = 'jupyter-mig:request-slice';
+  export const openPanel = 'jupyter-mig:open-panel';
+}
+
+/** Poll every 1.5 s; give the hub 10 min (pulling an image can be slow). */
+const POLL_MS = 1500;
+const RESTART_TIMEOUT_MS = 10 * 60 * 1000;
+/** After this many unanswered polls (the old server is gone) the hub's own page takes over. */
+const HANDOVER_AFTER = 3;
+
+function clientFor(app: JupyterFrontEnd): MigClient {
+  const settings = app.serviceManager.serverSettings;
+  return new MigClient((path, init) =>
+    ServerConnection.makeRequest(URLExt.join(settings.baseUrl, 'jupyter-mig', 'api', path), init, settings)
+  );
+}
+
+/** Saves every open document that has unsaved changes; resolves to those still unsaved. */
+async function saveAll(app: JupyterFrontEnd, docManager: IDocumentManager | null): Promise<string[]> {
+  if (!docManager) {
+    await app.commands.execute('docmanager:save-all');
+    return [];
+  }
+  const contexts = new Set<ReturnType<IDocumentManager['contextForWidget']>>();
+  for (const widget of app.shell.widgets('main')) {
+    contexts.add(docManager.contextForWidget(widget));
+  }
+  const unsaved: string[] = [];
+  for (const context of contexts) {
+    if (!context || !context.model.dirty) {
+      continue;
+    }
+    try {
+      await context.save();
+    } catch {
+      // reported below: the document is still dirty
+    }
+    if (context.model.dirty) {
+      unsaved.push(context.path);
+    }
+  }
+  return unsaved;
+}
+
+async function requestSlice(
+  app: JupyterFrontEnd,
+  client: MigClient,
+  status: SliceStatus | null,
+  docManager: IDocumentManager | null
+): Promise<void> {
+  let capacity: ICapacity | null = null;
+  let capacityError: string | null = null;
+  try {
+    capacity = await client.capacity();
+  } catch (error) {
+    capacityError = (error as Error).message;
+  }
+  const slice = status?.current ?? (await client.slice().catch(() => null));
+  const result = await showDialog<SliceChoice | null>({
+    title: 'Request GPU slice',
+    body: new SliceRequestBody(capacity, capacityError, slice),
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Save and restart' })],
+    focusNodeSelector: 'input[name="jp-mig-size"]:checked'
+  });
+  const choice = result.button.accept ? result.value : null;
+  if (!choice) {
+    return;
+  }
+  const size = choice.kind === 'release' ? null : choice.size;
+  const view = new RestartProgress(
+    size === null ? 'Restarting your server without a GPU.' : `Restarting your server with a ${size} slice.`
+  );
+  void showDialog({
+    title: 'Changing your GPU slice',
+    body: view,
+    buttons: [Dialog.cancelButton({ label: 'Hide' })],
+    hasClose: true
+  });
+  await restartWithSlice(size, {
+    client,
+    saveAll: () => saveAll(app, docManager),
+    onState: state => view.render(state),
+    reload: () => window.location.reload(),
+    handover: url => window.location.assign(url),
+    sleep: ms => new Promise(resolve => window.setTimeout(resolve, ms)),
+    now: () => Date.now(),
+    pollIntervalMs: POLL_MS,
+    timeoutMs: RESTART_TIMEOUT_MS,
+    handoverAfter: HANDOVER_AFTER
+  });
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'GPU slice status, requests and the cluster slice grid',
+  autoStart: true,
+  optional: [IStatusBar, ICommandPalette, IDocumentManager, ILabShell],
+  activate: (
+    app: JupyterFrontEnd,
+    statusBar: IStatusBar | null,
+    palette: ICommandPalette | null,
+    docManager: IDocumentManager | null,
+    labShell: ILabShell | null
+  ) => {
+    const client = clientFor(app);
+    let status: SliceStatus | null = null;
+
+    app.commands.addCommand(CommandIDs.request, {
+      label: 'Request GPU slice…',
+      caption: 'Restart this server with another GPU slice (documents are saved first)',
+      execute: () => requestSlice(app, client, status, docManager)
+    });
+    palette?.addItem({ command: CommandIDs.request, category: 'GPU' });
+
+    if (statusBar) {
+      status = new SliceStatus(client, () => void app.commands.execute(CommandIDs.request));
+      statusBar.registerStatusItem('jupyter-mig:slice', { item: status, align: 'left', rank: 50 });
+    }
+
+    if (labShell) {
+      const panel = new ClusterPanel(client, () => void app.commands.execute(CommandIDs.request));
+      labShell.add(panel, 'right', { rank: 900 });
+      app.commands.addCommand(CommandIDs.openPanel, {
+        label: 'Show GPU slices of the cluster',
+        execute: () => labShell.activateById(panel.id)
+      });
+      palette?.addItem({ command: CommandIDs.openPanel, category: 'GPU' });
+    }
+    console.log(`JupyterLab extension ${PLUGIN_ID} is activated`);
+  }
+};
+
+export default plugin;
