@@ -541,6 +541,12 @@ def test_the_follower_takes_over_when_the_leader_dies(harness: Harness) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _node_ready(h: Harness, name: str) -> bool:
+    node = h.kube.request("GET", f"/api/v1/nodes/{name}")
+    conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+    return conditions.get("Ready") == "True" and not node.get("spec", {}).get("taints")
+
+
 def _running(h: Harness, pod: str) -> Callable[[], bool]:
     def check() -> bool:
         status = h.read_pod(pod).get("status") or {}
@@ -555,6 +561,9 @@ def test_pods_run_on_slices_carved_by_controller_and_agent(harness: Harness) -> 
     node = f"ctl-sim-{h.suffix}"
     h.sim_node(node, gpus=2)
     ctl = h.controller("sim")
+    # A brand-new node carries the not-ready taint for a moment, and a pod that no node can take
+    # then rightly gets a NoEligibleMigNode Warning; this test is about the happy path.
+    wait_for("the node to be ready and untainted", lambda: _node_ready(h, node), WAIT_S)
     h.pod("notebook", {"nvidia.com/mig-1g.10gb": "1"}, labels={"component": "singleuser-server"})
     wait_for("the notebook pod to run", _running(h, "notebook"), WAIT_S)
     assert _reasons(h, "notebook") == ["MigRepartitioning"]
