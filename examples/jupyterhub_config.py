@@ -1,0 +1,50 @@
+"""JupyterHub with KubeSpawner and GPU slices from jupyter-mig.
+
+Users pick a slice size in the spawn form (with what the cluster can give now), and change it
+later from a notebook (``%gpu_slice 10gb``, the widget or the JupyterLab panel): the hub-side
+``jupyter-mig`` service restarts their server with the new slice.  See docs/hub.md.
+
+With the zero-to-jupyterhub Helm chart, put the part below the imports into
+``hub.extraConfig`` (the chart already sets ``c.JupyterHub.spawner_class``).
+"""
+
+# ruff: noqa: F821  (``c`` is the config object JupyterHub provides)
+
+from jupyter_mig.hub import SliceSettings, configure_hub
+
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+
+configure_hub(
+    c,
+    SliceSettings(
+        # The controller's Service (Helm release "jupyter-mig" in namespace "jupyter-mig").
+        controller_url="http://jupyter-mig-controller.jupyter-mig.svc:8080",
+        # The sizes users may pick; leave it out to offer every size the cluster's GPUs have.
+        sizes=("10gb", "20gb", "40gb"),
+        # Everyone may take up to 20gb; members of the "gpu-power" group up to 40gb.
+        max_size="20gb",
+        max_size_by_group={"gpu-power": "40gb"},
+        # Where the hub and its proxy reach the restart service (it runs in the hub pod) ...
+        service_url="http://hub:10101",
+        # ... and where single-user servers reach it (through the proxy's public Service).
+        server_service_url="http://proxy-public/services/jupyter-mig/",
+        # How long a restart may take before the hub goes back to the previous slice.
+        restart_timeout=600,
+    ),
+    # The admin's own profiles: each one gets the "GPU slice" option.
+    profiles=[
+        {
+            "display_name": "Data science (4 CPUs, 16 GiB)",
+            "slug": "datascience",
+            "default": True,
+            "kubespawner_override": {"cpu_limit": 4, "mem_limit": "16G"},
+        },
+        {
+            "display_name": "Big (16 CPUs, 64 GiB)",
+            "slug": "big",
+            "kubespawner_override": {"cpu_limit": 16, "mem_limit": "64G"},
+        },
+    ],
+    # The service listens on all interfaces of the hub pod (the proxy pod connects to it).
+    listen="0.0.0.0:10101",
+)

@@ -1,0 +1,350 @@
+"""What a notebook user may ask for: the capacity document read back, sizes planned against it.
+
+The notebook server extension and the JupyterHub integration both need this and never import
+each other, so it lives here.  Pure except :meth:`CapacityClient.get`, which imports tornado
+inside (the controller image has no tornado and never calls it).
+
+A request ("10gb", "1g.10gb", "2g") resolves per GPU model present in the cluster to one profile
+(:func:`jupyter_mig.mig.sizes.resolve_for_model`).  Models that resolve to the same profile name
+share one extended resource, so the options are grouped by resource; the best option is the one
+that is free now, else the one the controller can carve by repartitioning, else the smallest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_mig.api.constants import MIG_RESOURCE_PREFIX
+from jupyter_mig.mig.models import MODELS, GpuModel, Profile
+from jupyter_mig.mig.sizes import (
+    SizeError,
+    SizeRequest,
+    nominal_gb,
+    parse_size,
+    resolve_for_model,
+)
+
+#: Availability of an option: a free instance exists, the controller can carve one by
+#: repartitioning free space, or every one is held by a pod (the request waits).
+FREE = "free"
+REPARTITION = "repartition"
+BUSY = "busy"
+_STATUS_RANK = {FREE: 0, REPARTITION: 1, BUSY: 2}
+
+
+class CapacityError(Exception):
+    """The controller's capacity API is unreachable or answered something unusable."""
+
+    def __init__(self, message: str, unreachable: bool) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+class SliceRefused(ValueError):
+    """A valid size that the configured allow-list or maximum does not permit."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileCounts:
+    free: int
+    creatable: int
+    in_use: int
+
+
+@dataclass(frozen=True)
+class ModelCapacity:
+    model: GpuModel
+    gpus: int
+    counts: Mapping[str, ProfileCounts]  # profile name → counts
+
+    def counts_for(self, profile: Profile) -> ProfileCounts:
+        return self.counts.get(profile.name, ProfileCounts(0, 0, 0))
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """``GET /api/v1/capacity`` of the controller (docs/protocol.md), with the models looked up."""
+
+    models: tuple[ModelCapacity, ...]
+    generated: str = ""
+    unknown_models: tuple[str, ...] = ()
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CapacityError(f"capacity document: {where} is not a count: {value!r}", False)
+    return value
+
+
+def parse_capacity(doc: Any) -> Capacity:
+    """Read the capacity document; models this package does not know are listed, not used."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
+        raise CapacityError("capacity document: expected an object with a 'models' list", False)
+    models = []
+    unknown = []
+    for i, entry in enumerate(doc["models"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise CapacityError(f"capacity document: models[{i}] has no model name", False)
+        model = MODELS.find(entry["model"])
+        if model is None:
+            unknown.append(entry["model"])
+            continue
+        counts = {}
+        for j, row in enumerate(entry.get("profiles", [])):
+            where = f"models[{i}].profiles[{j}]"
+            if not isinstance(row, dict) or not isinstance(row.get("profile"), str):
+                raise CapacityError(f"capacity document: {where} has no profile name", False)
+            counts[row["profile"]] = ProfileCounts(
+                free=_count(row.get("free", 0), f"{where}.free"),
+                creatable=_count(row.get("creatable", 0), f"{where}.creatable"),
+                in_use=_count(row.get("in_use", 0), f"{where}.in_use"),
+            )
+        models.append(ModelCapacity(model, _count(entry.get("gpus", 0), "gpus"), counts))
+    return Capacity(tuple(models), str(doc.get("generated", "")), tuple(unknown), doc)
+
+
+@dataclass(frozen=True, slots=True)
+class SliceOption:
+    """One way to serve a request: a profile (one extended resource) on one or more models."""
+
+    size: str  # the request as given
+    profile: str
+    resource: str
+    models: tuple[str, ...]
+    products: tuple[str, ...]  # nvidia.com/gpu.product label values of those models
+    memory_gib: float
+    compute: int
+    free: int
+    creatable: int
+
+    @property
+    def status(self) -> str:
+        if self.free:
+            return FREE
+        return REPARTITION if self.creatable else BUSY
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "profile": self.profile,
+            "resource": self.resource,
+            "models": list(self.models),
+            "memory_gib": round(self.memory_gib, 2),
+            "compute": self.compute,
+            "free": self.free,
+            "creatable": self.creatable,
+            "status": self.status,
+        }
+
+
+def _size_order(text: str) -> tuple[int, float, str]:
+    req = parse_size(text)
+    return ({"gb": 0, "gib": 0, "compute": 1, "profile": 2}[req.kind], req.amount, text)
+
+
+@dataclass(frozen=True)
+class SlicePolicy:
+    """What the hub admin permits: a menu of sizes and a maximum (any of several caps).
+
+    ``sizes`` empty: every plain size the cluster's models offer.  ``maximum`` empty: no cap.
+    A profile on a model is permitted when some menu size resolves to it there and it is no
+    larger (memory and compute) than what some cap resolves to there.
+    """
+
+    sizes: tuple[str, ...] = ()
+    maximum: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for text in (*self.sizes, *self.maximum):
+            parse_size(text)  # raises SizeError naming the bad entry
+
+    def permits(self, model: GpuModel, profile: Profile) -> bool:
+        if self.sizes and not any(resolve_for_model(s, model) == profile for s in self.sizes):
+            return False
+        return not self.maximum or any(_within(profile, _cap(cap, model)) for cap in self.maximum)
+
+    def menu(self, capacity: Capacity) -> list[str]:
+        """The sizes to offer, smallest first, only those some model here permits."""
+        sizes = list(self.sizes) or offered_sizes(capacity)
+        kept = [s for s in sizes if _permitted_options(parse_size(s), s, capacity, self)]
+        return sorted(kept, key=_size_order)
+
+
+def _cap(text: str, model: GpuModel) -> Profile:
+    """The largest slice a cap allows on a model (the whole GPU when the cap exceeds it)."""
+    return resolve_for_model(text, model) or model.full_profile
+
+
+def _within(profile: Profile, cap: Profile) -> bool:
+    return profile.memory_mib <= cap.memory_mib and profile.compute <= cap.compute
+
+
+def offered_sizes(capacity: Capacity) -> list[str]:
+    """Nominal sizes (``10gb``) of the plain profiles of the cluster's models, smallest first."""
+    sizes = {nominal_gb(p) for m in capacity.models for p in m.model.profiles if p.media == "none"}
+    return [f"{gb}gb" for gb in sorted(sizes)]
+
+
+def _group(size: str, pairs: Iterable[tuple[ModelCapacity, Profile]]) -> list[SliceOption]:
+    groups: dict[str, list[tuple[ModelCapacity, Profile]]] = {}
+    for entry, profile in pairs:
+        groups.setdefault(profile.name, []).append((entry, profile))
+    options = []
+    for name, members in groups.items():
+        first = members[0][1]
+        options.append(
+            SliceOption(
+                size=size,
+                profile=name,
+                resource=f"{MIG_RESOURCE_PREFIX}{first.resource_name}",
+                models=tuple(e.model.name for e, _ in members),
+                products=tuple(sorted({p for e, _ in members for p in e.model.products})),
+                memory_gib=first.memory_gib,
+                compute=first.compute,
+                free=sum(e.counts_for(p).free for e, p in members),
+                creatable=sum(e.counts_for(p).creatable for e, p in members),
+            )
+        )
+    options.sort(key=lambda o: (_STATUS_RANK[o.status], o.memory_gib, o.compute, o.profile))
+    return options
+
+
+def _candidates(req: SizeRequest, capacity: Capacity) -> list[tuple[ModelCapacity, Profile]]:
+    pairs = []
+    for entry in capacity.models:
+        profile = resolve_for_model(req, entry.model)
+        if profile is not None:
+            pairs.append((entry, profile))
+    return pairs
+
+
+def _permitted_options(
+    req: SizeRequest, size: str, capacity: Capacity, policy: SlicePolicy
+) -> list[SliceOption]:
+    pairs = [(e, p) for e, p in _candidates(req, capacity) if policy.permits(e.model, p)]
+    return _group(size, pairs)
+
+
+def slice_options(size: str, capacity: Capacity, policy: SlicePolicy) -> list[SliceOption]:
+    """The permitted ways to serve ``size`` in this cluster, best first.
+
+    Raises :class:`SizeError` when the size is malformed or no model here offers it (naming the
+    sizes that exist), :class:`SliceRefused` when only the policy stands in the way.
+    """
+    req = parse_size(size)
+    if not capacity.models:
+        raise SizeError("the cluster has no GPU that jupyter-mig partitions, so no slice exists")
+    pairs = _candidates(req, capacity)
+    if not pairs:
+        raise SizeError(not_offered_message(req, capacity, policy))
+    options = _permitted_options(req, size, capacity, policy)
+    if not options:
+        raise SliceRefused(refusal_message(size, capacity, policy))
+    return options
+
+
+def plan_slice(size: str, capacity: Capacity, policy: SlicePolicy) -> SliceOption:
+    """The option a request gets: free now first, then carvable, then the smallest."""
+    return slice_options(size, capacity, policy)[0]
+
+
+def not_offered_message(req: SizeRequest, capacity: Capacity, policy: SlicePolicy) -> str:
+    menu = ", ".join(policy.menu(capacity)) or "none"
+    if req.kind == "profile":
+        names = sorted({p.name for m in capacity.models for p in m.model.profiles})
+        return (
+            f"no GPU in this cluster offers the profile {req.profile_name!r}; profiles here: "
+            f"{', '.join(names)}; sizes you can ask for: {menu}"
+        )
+    return f"no GPU in this cluster offers {req.describe()}; sizes you can ask for: {menu}"
+
+
+def refusal_message(size: str, capacity: Capacity, policy: SlicePolicy) -> str:
+    menu = ", ".join(policy.menu(capacity)) or "none"
+    if policy.maximum:
+        caps = " or ".join(policy.maximum)
+        return f"{size} is above your maximum of {caps}; sizes you can ask for: {menu}"
+    return f"{size} is not on this hub's list of sizes; sizes you can ask for: {menu}"
+
+
+def menu_entries(capacity: Capacity, policy: SlicePolicy) -> list[SliceOption]:
+    """The best option of every menu size: what the spawn form, widget and panel show."""
+    return [
+        _permitted_options(parse_size(s), s, capacity, policy)[0] for s in policy.menu(capacity)
+    ]
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``"10gb, 20gb"`` → ``("10gb", "20gb")`` (environment variables carry lists this way)."""
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+class CapacityClient:
+    """Fetches the controller's capacity API, caching the answer for ``ttl`` seconds.
+
+    Concurrent callers share one request; a failure is not cached, so the next call retries.
+    """
+
+    def __init__(self, controller_url: str, ttl: float = 5.0, timeout: float = 5.0) -> None:
+        self.controller_url = controller_url.rstrip("/")
+        self.ttl = ttl
+        self.timeout = timeout
+        self._cached: tuple[float, Capacity] | None = None
+        self._inflight: asyncio.Future[Capacity] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.controller_url}/api/v1/capacity"
+
+    async def get(self) -> Capacity:
+        if not self.controller_url:
+            raise CapacityError(
+                "no controller URL is configured (set JUPYTER_MIG_CONTROLLER_URL)", True
+            )
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < self.ttl:
+            return self._cached[1]
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._fetch())
+        inflight = self._inflight
+        try:
+            capacity = await asyncio.shield(inflight)
+        finally:
+            if self._inflight is inflight and inflight.done():
+                self._inflight = None
+        self._cached = (time.monotonic(), capacity)
+        return capacity
+
+    async def _fetch(self) -> Capacity:
+        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+        try:
+            response = await AsyncHTTPClient().fetch(
+                self.url, request_timeout=self.timeout, connect_timeout=self.timeout
+            )
+        except HTTPClientError as err:
+            if err.code == 599:  # tornado's code for a timeout or a dropped connection
+                raise CapacityError(
+                    f"the jupyter-mig controller at {self.url} is unreachable ({err})", True
+                ) from None
+            raise CapacityError(
+                f"the jupyter-mig controller at {self.url} answered {err.code}", False
+            ) from None
+        except (OSError, TimeoutError) as err:
+            raise CapacityError(
+                f"the jupyter-mig controller at {self.url} is unreachable ({err})", True
+            ) from None
+        try:
+            doc = json.loads(response.body)
+        except ValueError:
+            raise CapacityError(
+                f"the jupyter-mig controller at {self.url} answered something other than JSON",
+                False,
+            ) from None
+        return parse_capacity(doc)

@@ -1,0 +1,92 @@
+"""One call in ``jupyterhub_config.py`` wires GPU slices into a hub.
+
+:func:`configure_hub` sets the KubeSpawner ``profile_list``, the ``apply_user_options`` hook, the
+scopes of the single-user servers' tokens, and registers the restart service with its role.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from jupyter_mig.api.slices import CapacityClient
+from jupyter_mig.hub.settings import SETTINGS_ENV, SliceSettings
+from jupyter_mig.hub.spawner import SliceOptions, SliceProfiles
+
+#: The scopes of the ``server`` role that every server token keeps.
+SERVER_SCOPES = ("access:servers!server", "users:activity!user")
+#: What the restart service may do: stop and start any user's servers, read names and groups.
+SERVICE_SCOPES = ("servers", "read:users:name", "read:users:groups")
+
+
+def access_scope(settings: SliceSettings) -> str:
+    return f"access:services!service={settings.service_name}"
+
+
+def configure_hub(
+    c: Any,
+    settings: SliceSettings,
+    profiles: list[dict[str, Any]] | None = None,
+    listen: str | None = None,
+) -> None:
+    """Configure a JupyterHub (``c`` is the config object of ``jupyterhub_config.py``).
+
+    ``profiles``: the admin's KubeSpawner profiles; each gets the ``gpu_slice`` option.
+    ``listen``: the restart service's listen address (``HOST:PORT``) when it differs from
+    ``settings.service_url`` (e.g. ``0.0.0.0:10101`` behind a Kubernetes Service).
+    """
+    capacity = CapacityClient(settings.controller_url, settings.capacity_ttl)
+    c.KubeSpawner.profile_list = SliceProfiles(settings, profiles, capacity)
+    c.Spawner.apply_user_options = SliceOptions(settings, capacity)
+
+    scope = access_scope(settings)
+    configured = c.Spawner.server_token_scopes if "server_token_scopes" in c.Spawner else None
+    base = list(configured) if isinstance(configured, list) else list(SERVER_SCOPES)
+    c.Spawner.server_token_scopes = [*base, scope] if scope not in base else base
+
+    # Users must hold the access scope for their server tokens to get it (tokens get the subset
+    # of the requested scopes that their owner holds).
+    if _hub_has_trait("extra_user_scopes"):  # JupyterHub >= 6
+        c.JupyterHub.extra_user_scopes = {*_existing(c.JupyterHub, "extra_user_scopes"), scope}
+    else:
+        c.JupyterHub.load_roles = [
+            *[r for r in _existing(c.JupyterHub, "load_roles") if r.get("name") != "user"],
+            {"name": "user", "scopes": ["self", scope]},
+        ]
+
+    command = [sys.executable, "-m", "jupyter_mig.cli", "hub-service"]
+    if listen:
+        command += ["--listen", listen]
+    c.JupyterHub.services = [
+        *[s for s in _existing(c.JupyterHub, "services") if s.get("name") != settings.service_name],
+        {
+            "name": settings.service_name,
+            "url": settings.service_url,
+            "command": command,
+            "environment": {SETTINGS_ENV: settings.to_json()},
+            "display": False,
+        },
+    ]
+    c.JupyterHub.load_roles = [
+        *[
+            r
+            for r in _existing(c.JupyterHub, "load_roles")
+            if r.get("name") != settings.service_name
+        ],
+        {
+            "name": settings.service_name,
+            "description": "restart single-user servers with another GPU slice",
+            "scopes": list(SERVICE_SCOPES),
+            "services": [settings.service_name],
+        },
+    ]
+
+
+def _existing(section: Any, name: str) -> list[Any]:
+    return list(section[name]) if name in section else []
+
+
+def _hub_has_trait(name: str) -> bool:
+    from jupyterhub.app import JupyterHub
+
+    return JupyterHub.class_traits().get(name) is not None

@@ -1,0 +1,209 @@
+"""REST handlers under ``<base_url>/jupyter-mig/api/`` (docs/notebook.md has the reference).
+
+Every verb is ``@tornado.web.authenticated`` and ``@authorized``; POST and DELETE go through
+jupyter_server's XSRF check (cookie-authenticated browsers send the ``_xsrf`` token, kernels and
+scripts authenticate with a token and need none).  Restarting needs ``saved: true``: only the
+front end knows whether open documents have unsaved changes, so it saves them first and says so;
+the server cannot check this and refuses rather than guess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from jupyter_mig.api.slices import (
+    Capacity,
+    CapacityClient,
+    CapacityError,
+    SlicePolicy,
+    SliceRefused,
+    offered_sizes,
+    plan_slice,
+    slice_options,
+)
+from jupyter_mig.mig.sizes import SizeError, parse_size
+from jupyter_mig.notebook.config import JupyterMig
+from jupyter_mig.notebook.current import current_slice
+from jupyter_mig.notebook.restart import HubRestartClient, RestartServiceError
+
+NAMESPACE = "jupyter-mig"
+SETTINGS_KEY = "jupyter_mig"
+MAX_TIMEOUT = 3600.0
+
+
+@dataclass
+class ExtensionState:
+    """What the handlers share; built once when the extension loads."""
+
+    config: JupyterMig
+    capacity: CapacityClient
+
+    def restart_client(self) -> HubRestartClient | None:
+        return HubRestartClient.from_env(
+            self.config.service_url, os.environ, self.config.request_timeout
+        )
+
+
+def size_rows(capacity: Capacity, policy: SlicePolicy) -> list[dict[str, Any]]:
+    """Every size on the menu with what it would get now, or why it cannot be had here."""
+    rows = []
+    for size in list(policy.sizes) or offered_sizes(capacity):
+        try:
+            rows.append(slice_options(size, capacity, policy)[0].to_json())
+        except (SizeError, SliceRefused) as err:
+            rows.append({"size": size, "status": "unavailable", "reason": str(err)})
+    return rows
+
+
+def _error(status: int, message: str) -> web.HTTPError:
+    return web.HTTPError(status, message)
+
+
+class _Handler(APIHandler):
+    auth_resource = "jupyter_mig:slice"
+
+    @property
+    def state(self) -> ExtensionState:
+        state: ExtensionState = self.settings[SETTINGS_KEY]
+        return state
+
+    async def capacity(self) -> Capacity:
+        try:
+            return await self.state.capacity.get()
+        except CapacityError as err:
+            raise _error(503 if err.unreachable else 502, str(err)) from None
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+
+class CapacityHandler(_Handler):
+    auth_resource = "jupyter_mig:capacity"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        capacity = await self.capacity()
+        policy = self.state.config.policy
+        self.reply(
+            {
+                "models": capacity.document.get("models", []),
+                # Per-GPU layouts, when the controller publishes them (the lab panel's grid).
+                "gpus": capacity.document.get("gpus", []),
+                "generated": capacity.generated,
+                "unknown_models": list(capacity.unknown_models),
+                "sizes": size_rows(capacity, policy),
+                "allowed_sizes": list(policy.sizes),
+                "max_size": list(policy.maximum),
+            }
+        )
+
+
+class SliceHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        document = current_slice(os.environ)
+        client = self.state.restart_client()
+        document["restartable"] = client is not None
+        self.reply(document)
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.get_json_body() or {}
+        if not isinstance(body, dict):
+            raise _error(400, "the body must be a JSON object")
+        size = body.get("size")
+        if not isinstance(size, str) or not size.strip():
+            raise _error(
+                400, 'give the size as {"size": "10gb"} (or a profile name such as 1g.10gb)'
+            )
+        size = size.strip()
+        try:
+            parse_size(size)
+            option = plan_slice(size, await self.capacity(), self.state.config.policy)
+        except SizeError as err:
+            raise _error(400, str(err)) from None
+        except SliceRefused as err:
+            raise _error(403, str(err)) from None
+        if body.get("dry_run"):
+            self.reply({"plan": option.to_json(), "current": current_slice(os.environ)["slice"]})
+            return
+        await self.restart(size, bool(body.get("saved")), body.get("timeout"))
+
+    @web.authenticated
+    @authorized
+    async def delete(self) -> None:
+        saved = self.get_query_argument("saved", "false").lower() in ("1", "true", "yes")
+        timeout = self.get_query_argument("timeout", None)
+        try:
+            seconds = float(timeout) if timeout is not None else None
+        except ValueError:
+            raise _error(400, "timeout must be a number of seconds") from None
+        await self.restart(None, saved, seconds)
+
+    async def restart(self, size: str | None, saved: bool, timeout: Any) -> None:
+        if not saved:
+            raise _error(
+                409,
+                "the server restarts for a new slice: save open notebooks first and send "
+                '"saved": true (the magic, widget and JupyterLab panel do both)',
+            )
+        if timeout is None:
+            timeout = self.state.config.restart_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise _error(400, "timeout must be a number of seconds")
+        if not 0 < timeout <= MAX_TIMEOUT:
+            raise _error(400, f"timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
+        client = self.state.restart_client()
+        if client is None:
+            raise _error(
+                409,
+                "this server cannot restart itself with another slice: it was not started by a "
+                "JupyterHub configured for jupyter-mig (no JUPYTERHUB_API_TOKEN or "
+                "JUPYTER_MIG_SERVICE_URL)",
+            )
+        try:
+            record = await client.restart(size, float(timeout))
+        except RestartServiceError as err:
+            raise _error(err.status, f"{err}; this server keeps running") from None
+        record["spawn_pending_url"] = client.spawn_pending_url
+        self.log.info("jupyter-mig: restart with slice %s accepted by the hub", size or "none")
+        self.reply(record, 202)
+
+
+class ProgressHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        client = self.state.restart_client()
+        if client is None:
+            self.reply({"state": "idle", "stage": None, "restartable": False})
+            return
+        try:
+            record = await client.progress()
+        except RestartServiceError as err:
+            raise _error(err.status, str(err)) from None
+        record = record or {"state": "idle", "stage": None}
+        record["restartable"] = True
+        record["spawn_pending_url"] = client.spawn_pending_url
+        self.reply(record)
+
+
+def handlers(base_url: str) -> list[tuple[str, type[APIHandler]]]:
+    api = url_path_join(base_url, NAMESPACE, "api")
+    return [
+        (url_path_join(api, "capacity"), CapacityHandler),
+        (url_path_join(api, "slice"), SliceHandler),
+        (url_path_join(api, "slice", "progress"), ProgressHandler),
+    ]

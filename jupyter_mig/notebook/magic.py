@@ -1,0 +1,145 @@
+"""``%gpu_slice``: see and change this server's GPU slice from a notebook cell.
+
+``%load_ext jupyter_mig`` registers it (or ``c.InteractiveShellApp.extensions = ["jupyter_mig"]``
+in ``ipython_kernel_config.py`` for every kernel)::
+
+    %gpu_slice                  the current slice and every size with its availability
+    %gpu_slice 10gb             what 10gb would get; a button confirms the restart
+    %gpu_slice 1g.10gb --yes    no confirmation
+    %gpu_slice --release        back to no GPU
+    %gpu_slice 10gb --yes --saved --timeout 300
+                                restart straight from the kernel: you saved your notebooks
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+from IPython.core import magic_arguments
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import display
+
+from jupyter_mig.mig.sizes import SizeError, parse_size
+from jupyter_mig.notebook.client import ClientError, ServerClient
+from jupyter_mig.notebook.widget import (
+    GpuSlicePicker,
+    describe_plan,
+    display_data,
+    start_change,
+)
+
+
+@magics_class
+class GpuSliceMagics(Magics):
+    def __init__(
+        self, shell: Any = None, client_factory: Callable[[], ServerClient] | None = None
+    ) -> None:
+        super().__init__(shell)
+        self.client_factory = client_factory or ServerClient.discover
+
+    def _client(self) -> ServerClient:
+        try:
+            return self.client_factory()
+        except ClientError as err:
+            raise UsageError(str(err)) from None
+
+    @magic_arguments.magic_arguments()
+    @magic_arguments.argument(
+        "size", nargs="?", help="e.g. 10gb, 10GiB, 2g (compute slices) or a profile like 1g.10gb"
+    )
+    @magic_arguments.argument("--yes", "-y", action="store_true", help="restart without asking")
+    @magic_arguments.argument("--release", action="store_true", help="go back to no GPU")
+    @magic_arguments.argument(
+        "--saved",
+        action="store_true",
+        help="your notebooks are saved: restart from the kernel, without the front end saving",
+    )
+    @magic_arguments.argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds the hub waits for the new server before going back to the current slice",
+    )
+    @line_magic
+    def gpu_slice(self, line: str) -> Any:
+        """Show or change this server's GPU slice (the server restarts for a change)."""
+        args = magic_arguments.parse_argstring(self.gpu_slice, line)
+        if args.release and args.size:
+            raise UsageError("give a size or --release, not both")
+        if args.timeout <= 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        if args.size:
+            try:
+                parse_size(args.size)
+            except SizeError as err:
+                raise UsageError(str(err)) from None
+        client = self._client()
+        if not args.size and not args.release:
+            try:
+                display(GpuSlicePicker(client, timeout=args.timeout))
+            except ClientError as err:
+                raise UsageError(str(err)) from None
+            return None
+        size = None if args.release else args.size
+        try:
+            summary = (
+                "Release the GPU slice (no GPU after the restart)."
+                if size is None
+                else f"{size} would get {describe_plan(client.plan(size)['plan'])}."
+            )
+        except ClientError as err:
+            raise UsageError(str(err)) from None
+        notice = "The server restarts: open notebooks are saved first; kernels lose their state."
+
+        def change() -> dict[str, Any]:
+            try:
+                return start_change(client, size, args.timeout, args.saved)
+            except ClientError as err:
+                raise UsageError(str(err)) from None
+
+        if args.yes:
+            print(summary)
+            display(change(), raw=True)
+        else:
+            display(confirmation(summary, notice, change))
+        return None
+
+
+def confirmation(
+    summary: str, notice: str, on_confirm: Callable[[], dict[str, Any]]
+) -> widgets.VBox:
+    """The summary, a notice and two buttons; confirming shows what ``on_confirm`` returns."""
+    yes = widgets.Button(description="Restart with it", button_style="warning", icon="refresh")
+    no = widgets.Button(description="Cancel")
+    output = widgets.Output()
+
+    def confirm(_: Any) -> None:
+        yes.disabled = no.disabled = True
+        try:
+            bundle = on_confirm()
+        except UsageError as err:
+            bundle = {"text/plain": f"UsageError: {err}"}
+        output.outputs = (display_data(bundle),)
+
+    def cancel(_: Any) -> None:
+        yes.disabled = no.disabled = True
+        output.outputs = (display_data({"text/plain": "Cancelled: nothing changed."}),)
+
+    yes.on_click(confirm)
+    no.on_click(cancel)
+    return widgets.VBox(
+        [widgets.HTML(f"<b>{summary}</b><br>{notice}"), widgets.HBox([yes, no]), output]
+    )
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(GpuSliceMagics(ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove ``%gpu_slice`` again (``%unload_ext``, ``%reload_ext``)."""
+    ipython.magics_manager.magics["line"].pop("gpu_slice", None)
+    ipython.magics_manager.registry.pop(GpuSliceMagics.__name__, None)

@@ -1,0 +1,160 @@
+/*
+ * Drives a real JupyterLab in Debian's headless Chromium through playwright-core
+ * (no browser download): edits a document, reads the status bar, opens the GPU
+ * slice panel, requests a slice and follows the restart until the page reloads.
+ * Screenshots go to the artifacts folder. Prints one JSON line with what it saw;
+ * test_labextension_browser.py asserts on it.
+ *
+ * Input: the JSON in $JUPYTER_MIG_E2E: {url, token, file, text, size, chromium,
+ * playwright, artifacts, profileDir}.
+ */
+'use strict';
+
+const path = require('path');
+
+const config = JSON.parse(process.env.JUPYTER_MIG_E2E);
+const { chromium } = require(config.playwright);
+
+const STEP_MS = 60000;
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync'
+];
+
+async function shoot(page, name) {
+  const file = path.join(config.artifacts, name);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+/** The side panel's GPUs as drawn: every block with its columns, state and label. */
+async function readPanel(page) {
+  return page.$$eval('.jp-mig-Gpu', gpus =>
+    gpus.map(gpu => ({
+      node: gpu.getAttribute('data-node'),
+      index: Number(gpu.getAttribute('data-index')),
+      columns: Number(gpu.querySelector('.jp-mig-Grid').getAttribute('data-columns')),
+      blocks: [...gpu.querySelectorAll('.jp-mig-Block')].map(block => {
+        const [start, span] = block.style.gridColumn.split('/').map(s => s.trim());
+        return {
+          start: Number(start) - 1,
+          span: Number(span.replace('span', '').trim()),
+          state: block.getAttribute('data-state'),
+          label: block.getAttribute('data-profile')
+        };
+      })
+    }))
+  );
+}
+
+async function readDialog(page) {
+  return page.$$eval('.jp-mig-RequestBody input[name="jp-mig-size"]', inputs =>
+    inputs.map(input => {
+      const row = input.closest('.jp-mig-Option');
+      const availability = row.querySelector('.jp-mig-Availability');
+      return {
+        value: input.value,
+        checked: input.checked,
+        disabled: input.disabled,
+        availability: availability ? availability.textContent : null
+      };
+    })
+  );
+}
+
+async function main() {
+  const result = { phases: [], screenshots: [], console: [] };
+  const context = await chromium.launchPersistentContext(config.profileDir, {
+    executablePath: config.chromium,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1440, height: 900 }
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  try {
+    page.setDefaultTimeout(STEP_MS);
+    page.on('console', message => {
+      if (message.type() === 'error' || message.text().includes('jupyter-mig')) {
+        result.console.push(`${message.type()}: ${message.text()}`);
+      }
+    });
+    await page.exposeFunction('jupyterMigPhase', (phase, message) => {
+      result.phases.push({ phase, message });
+    });
+
+    await page.goto(`${config.url}lab/tree/${config.file}?token=${config.token}`);
+    const status = page.locator('.jp-mig-StatusItem');
+    await status.filter({ hasNotText: 'GPU …' }).waitFor();
+    result.statusText = (await status.textContent()).trim();
+    result.statusTitle = await status.getAttribute('title');
+
+    // Leave unsaved changes in the open document: the restart must save them first.
+    const editor = page.locator('.jp-FileEditor .cm-content');
+    await editor.click();
+    await page.keyboard.press('Control+End');
+    await page.keyboard.type(config.text);
+    await page.locator('.jp-mod-dirty').first().waitFor();
+
+    await page.locator('.jp-SideBar.jp-mod-right li[data-id="jupyter-mig-panel"]').click();
+    await page.locator('.jp-mig-Panel .jp-mig-Sizes').waitFor();
+    result.panelNote = await page.locator('.jp-mig-Panel .jp-mig-Note').allTextContents();
+    result.panel = await readPanel(page);
+    result.panelSizes = await page.$$eval('.jp-mig-Sizes tbody tr', rows =>
+      rows.map(row => [...row.querySelectorAll('td')].map(td => td.textContent))
+    );
+    result.screenshots.push(await shoot(page, 'jupyterlab-gpu-panel.png'));
+
+    await status.click();
+    await page.locator('.jp-mig-RequestBody').waitFor();
+    result.dialog = await readDialog(page);
+    await page.locator(`.jp-mig-RequestBody input[value="${config.size}"]`).check();
+    result.screenshots.push(await shoot(page, 'request-dialog.png'));
+
+    // Record every phase the progress view shows, until the page reloads.
+    await page.evaluate(() => {
+      let last = '';
+      new MutationObserver(() => {
+        const view = document.querySelector('.jp-mig-Progress');
+        const phase = view ? view.dataset.phase : undefined;
+        const message = view ? view.querySelector('.jp-mig-Message').textContent : '';
+        if (phase && `${phase}|${message}` !== last) {
+          last = `${phase}|${message}`;
+          window.jupyterMigPhase(phase, message);
+        }
+      }).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
+    });
+    const reloaded = page.waitForEvent('load', { timeout: 3 * STEP_MS });
+    await page.locator('.jp-Dialog-button.jp-mod-accept').click();
+    await page.locator('.jp-mig-Progress[data-phase="scheduled"]').waitFor();
+    result.screenshots.push(await shoot(page, 'restart-progress.png'));
+    await reloaded;
+    result.reloaded = true;
+
+    await status.filter({ hasNotText: 'GPU …' }).waitFor();
+    result.statusAfterReload = (await status.textContent()).trim();
+    result.screenshots.push(await shoot(page, 'after-restart.png'));
+  } catch (error) {
+    await shoot(page, 'failure.png').catch(() => undefined);
+    error.message += `\nseen so far: ${JSON.stringify(result)}`;
+    throw error;
+  } finally {
+    await context.close();
+  }
+  return result;
+}
+
+main().then(
+  result => {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  },
+  error => {
+    process.stderr.write(`${error.stack || error}\n`);
+    process.exit(1);
+  }
+);

@@ -1,0 +1,330 @@
+"""End to end on the real local control plane: JupyterHub + KubeSpawner + controller + sim node.
+
+A JupyterHub with KubeSpawner and ``configure_hub`` spawns single-user pods in the devcluster.
+A simulated A100-80GB node (with the real agent) runs them as local processes
+(``jupyter-mig.io/sim-exec``), the real controller carves the slice each pod asks for, and the
+server extension in the pod answers for its slice.  Then the server asks for another size and
+the hub's restart service replaces the pod, with the stages read from the pod's real Events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("kubespawner")
+kubernetes = pytest.importorskip("kubernetes")
+
+from test_hub_restart import ADMIN_TOKEN, call, free_port, wait_for  # noqa: E402
+
+from jupyter_mig.api import constants as c  # noqa: E402
+from jupyter_mig.api.crd import crd_manifests  # noqa: E402
+from jupyter_mig.devcluster import DevCluster  # noqa: E402
+from jupyter_mig.hub.service import STAGES  # noqa: E402
+
+pytestmark = pytest.mark.cluster
+
+WAIT_S = 180.0
+
+HUB_CONFIG = """
+import sys
+
+from jupyterhub.proxy import Proxy
+
+from jupyter_mig.hub import SliceSettings, configure_hub
+
+
+class RouteTableProxy(Proxy):
+    should_start = False
+    routes = {{}}
+
+    async def add_route(self, routespec, target, data):
+        self.routes[routespec] = {{"routespec": routespec, "target": target, "data": data}}
+
+    async def delete_route(self, routespec):
+        self.routes.pop(routespec, None)
+
+    async def get_all_routes(self):
+        return dict(self.routes)
+
+
+c.JupyterHub.proxy_class = RouteTableProxy
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {public_port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.JupyterHub.hub_connect_ip = "127.0.0.1"
+c.JupyterHub.db_url = "sqlite:///{tmp}/hub.sqlite"
+c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [
+    {{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "tokens", "proxy"],
+      "services": ["test-admin"]}}
+]
+
+c.KubeSpawner.namespace = {namespace!r}
+c.KubeSpawner.image = "none"
+# The sim node runs a container's command as a local process on the pod's own 127.x address.
+c.KubeSpawner.extra_container_config = {{"command": [sys.executable]}}
+c.KubeSpawner.cmd = ["-m", "jupyterhub.singleuser"]
+c.KubeSpawner.args = ["--allow-root", "--ServerApp.ip=$(JUPYTER_MIG_POD_IP)"]
+c.KubeSpawner.extra_annotations = {{"jupyter-mig.io/sim-exec": "true"}}
+c.KubeSpawner.node_selector = {{"jupyter-mig.io/test": {suffix!r}}}
+c.KubeSpawner.environment = {{
+    "HOME": "{tmp}/home",
+    "JUPYTER_CONFIG_DIR": "{tmp}/jupyter-config",
+    "JUPYTER_RUNTIME_DIR": "{tmp}/home/runtime",
+}}
+c.KubeSpawner.start_timeout = 150
+c.KubeSpawner.http_timeout = 60
+c.KubeSpawner.delete_grace_period = 1
+
+configure_hub(
+    c,
+    SliceSettings(
+        controller_url="http://127.0.0.1:{controller_port}",
+        service_url="http://127.0.0.1:{service_port}",
+        capacity_ttl=0,
+        restart_timeout=150,
+    ),
+)
+"""
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+class Stack:
+    """The processes of one test: sim node, agent, controller, hub."""
+
+    def __init__(self, cluster: DevCluster, namespace: str, logs: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.logs = logs
+        self.suffix = uuid.uuid4().hex[:6]
+        self.node = f"hub-sim-{self.suffix}"
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.api = kubernetes.client.CoreV1Api(cluster.api_client())
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+                cwd=self.logs,
+            )
+        self.processes.append(process)
+        return process
+
+    def jupyter_mig(self, name: str, *args: str) -> Any:
+        return self.spawn(name, [sys.executable, "-m", "jupyter_mig.cli", *args])
+
+    def pods(self) -> list[Any]:
+        return list(self.api.list_namespaced_pod(self.namespace).items)
+
+    def close(self) -> None:
+        # The hub (started last) stops its servers first: KubeSpawner deletes their pods, and
+        # the sim node must still be there to end their processes.
+        for process in reversed(self.processes):
+            stop(process)
+            if process is self.processes[-1]:
+                with contextlib.suppress(TimeoutError):
+                    wait_for("the pods to go", lambda: not self.pods(), 60)
+        with contextlib.suppress(kubernetes.client.ApiException):
+            self.api.delete_node(self.node)
+        self.api.api_client.close()
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: DevCluster) -> None:
+    from jupyter_mig.controller.kube import Kube, KubeError
+
+    with cluster.api_client() as api:
+        kube = Kube(api, "integration-test")
+        for manifest in crd_manifests():
+            with contextlib.suppress(KubeError):
+                kube.request(
+                    "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=manifest
+                )
+
+        def established() -> bool:
+            crd = kube.request(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c.CRD_NAME}"
+            )
+            conditions = (crd.get("status") or {}).get("conditions") or []
+            return any(x["type"] == "Established" and x["status"] == "True" for x in conditions)
+
+        wait_for("the MigNode CRD to be established", established, 60)
+
+
+@pytest.fixture
+def stack(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(cluster, namespace, tmp_path)
+    kubeconfig = str(cluster.kubeconfig)
+    state = Path(tempfile.mkdtemp(prefix="jm-hub-"))  # short: unix socket path limit
+    try:
+        s.jupyter_mig(
+            "sim-node",
+            "sim-node", "--kubeconfig", kubeconfig, "--name", s.node, "--gpu", "A100-80GB",
+            "--gpus", "1", "--state", str(state), "--label", c.OPT_IN_SELECTOR,
+            "--label", f"jupyter-mig.io/test={s.suffix}", "--refresh-delay", "0.2",
+        )  # fmt: skip
+        wait_for("the sim node", lambda: (state / "pod-resources.sock").exists(), 60)
+        s.jupyter_mig(
+            "agent",
+            "agent", "--kubeconfig", kubeconfig, "--node", s.node, "--nvml", f"sim:{state}",
+            "--resync", "2", "--max-backoff", "2",
+        )  # fmt: skip
+        controller_port = free_port()
+        s.jupyter_mig(
+            "controller",
+            "controller", "--kubeconfig", kubeconfig, "--listen", f"127.0.0.1:{controller_port}",
+            "--batch-idle", "300ms", "--batch-max", "2s",
+        )  # fmt: skip
+        wait_for(
+            "the controller to see the GPU",
+            lambda: any(
+                m["model"] == "A100-80GB"
+                for m in (
+                    call(f"http://127.0.0.1:{controller_port}/api/v1/capacity", None)[1] or {}
+                ).get("models", [])
+            ),
+            90,
+        )
+        (tmp_path / "home").mkdir()
+        (tmp_path / "jupyter-config").mkdir()
+        (tmp_path / "jupyter-config" / "jupyter_server_config.json").write_text(
+            json.dumps({"ServerApp": {"jpserver_extensions": {"jupyter_mig": True}}})
+        )
+        hub_port, service_port = free_port(), free_port()
+        config = tmp_path / "jupyterhub_config.py"
+        config.write_text(
+            HUB_CONFIG.format(
+                public_port=free_port(),
+                hub_port=hub_port,
+                tmp=tmp_path,
+                admin_token=ADMIN_TOKEN,
+                namespace=namespace,
+                suffix=s.suffix,
+                controller_port=controller_port,
+                service_port=service_port,
+            )
+        )
+        s.hub_api = f"http://127.0.0.1:{hub_port}/hub/api"
+        s.spawn(
+            "hub",
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            env={"KUBECONFIG": kubeconfig},
+        )
+        wait_for("the hub", lambda: call(s.hub_api + "/", None)[0] == 200, 90)
+        service = f"http://127.0.0.1:{service_port}/services/jupyter-mig/api/health"
+        wait_for("the restart service", lambda: call(service, None)[0] == 200, 60)
+        yield s
+    finally:
+        s.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def admin(s: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    return call(f"{s.hub_api}/{path}", ADMIN_TOKEN, method, body)
+
+
+def ready(s: Stack, user: str) -> bool:
+    status, model = admin(s, "GET", f"users/{user}")
+    server = (model or {}).get("servers", {}).get("") if status == 200 else None
+    return bool(server and server.get("ready"))
+
+
+def running_pod(s: Stack, resource: str) -> Any:
+    """The single-user pod holding ``resource``, once it runs."""
+    for pod in s.pods():
+        limits = pod.spec.containers[0].resources.limits or {}
+        if (
+            resource in limits
+            and pod.status.phase == "Running"
+            and not pod.metadata.deletion_timestamp
+        ):
+            return pod
+    return None
+
+
+def test_a_kube_spawned_server_gets_its_slice_and_changes_it(stack: Stack) -> None:
+    s = stack
+    assert admin(s, "POST", "users/alice")[0] == 201
+    status, data = admin(s, "POST", "users/alice/server", {"user_options": {"gpu_slice": "10gb"}})
+    assert status in (201, 202), data
+    wait_for("alice's server on a 1g.10gb slice", lambda: ready(s, "alice"), WAIT_S)
+
+    pod = running_pod(s, "nvidia.com/mig-1g.10gb")
+    assert pod is not None
+    assert pod.metadata.annotations[c.INTERACTIVE_ANNOTATION] == "true"
+    assert pod.metadata.labels["component"] == "singleuser-server"
+    assert pod.spec.node_name == s.node
+    term = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+    [expression] = term.node_selector_terms[0].match_expressions
+    assert expression.key == c.GPU_PRODUCT_LABEL and "NVIDIA-A100-SXM4-80GB" in expression.values
+    reasons = [e.reason for e in s.api.list_namespaced_event(s.namespace).items
+               if e.involved_object.name == pod.metadata.name]  # fmt: skip
+    assert "MigRepartitioning" in reasons
+
+    status, routes = admin(s, "GET", "proxy")
+    server = routes["/user/alice/"]["target"].rstrip("/") + "/user/alice/"
+    status, token = admin(s, "POST", "users/alice/tokens", {"note": "test"})
+    alice = token["token"]
+    status, doc = call(server + "jupyter-mig/api/slice", alice)
+    assert status == 200, doc
+    assert doc["slice"]["profile"] == "1g.10gb"
+    assert doc["devices"] and all(d.startswith("MIG-") for d in doc["devices"])
+    status, capacity = call(server + "jupyter-mig/api/capacity", alice)
+    assert status == 200 and any(r["size"] == "20gb" for r in capacity["sizes"])
+
+    status, doc = call(
+        server + "jupyter-mig/api/slice", alice, "POST", {"size": "20gb", "saved": True}
+    )
+    assert status == 202, doc
+    wait_for(
+        "the server on a 1g.20gb slice",
+        lambda: running_pod(s, "nvidia.com/mig-1g.20gb") is not None and ready(s, "alice"),
+        WAIT_S,
+    )
+    status, routes = admin(s, "GET", "proxy")
+    server = routes["/user/alice/"]["target"].rstrip("/") + "/user/alice/"
+    status, token = admin(s, "POST", "users/alice/tokens", {"note": "test"})
+    alice = token["token"]
+    status, doc = call(server + "jupyter-mig/api/slice", alice)
+    assert status == 200 and doc["slice"]["profile"] == "1g.20gb", doc
+    status, progress = call(server + "jupyter-mig/api/slice/progress", alice)
+    assert status == 200, progress
+    assert progress["state"] == "ready"
+    stages = [x["stage"] for x in progress["stages"]]
+    assert stages[0] == "queued" and stages[-1] == "ready"
+    # The controller's MigRepartitioning Event comes long before the pod can run; the
+    # scheduler's Scheduled Event may reach KubeSpawner only after the server is ready (the sim
+    # node starts it at once), and a stage whose Event comes late is not shown.
+    assert "repartitioning" in stages, progress
+    assert stages == sorted(stages, key=STAGES.index)
