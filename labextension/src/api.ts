@@ -52,15 +52,19 @@ export class MigClient {
     return parseProgress(await this.call('slice/progress', { method: 'GET' }));
   }
 
-  /** Asks for a restart with a slice of `size`; the caller has saved every document. */
-  async request(size: string): Promise<IProgress> {
-    const body = JSON.stringify({ size, saved: true });
+  /**
+   * Asks for a restart with a slice of `size`; the caller has saved every document.
+   * `timeout`: seconds the hub waits for the new server (omitted: the server's default).
+   */
+  async request(size: string, timeout?: number): Promise<IProgress> {
+    const body = JSON.stringify(timeout === undefined ? { size, saved: true } : { size, saved: true, timeout });
     return parseProgress(await this.call('slice', { method: 'POST', body }));
   }
 
   /** Asks for a restart without a GPU; the caller has saved every document. */
-  async release(): Promise<IProgress> {
-    return parseProgress(await this.call('slice?saved=true', { method: 'DELETE' }));
+  async release(timeout?: number): Promise<IProgress> {
+    const query = timeout === undefined ? 'saved=true' : `saved=true&timeout=${encodeURIComponent(String(timeout))}`;
+    return parseProgress(await this.call(`slice?${query}`, { method: 'DELETE' }));
   }
 
   private async call(path: string, init: RequestInit): Promise<unknown> {

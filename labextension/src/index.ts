@@ -1,7 +1,8 @@
 /**
- * jupyter-mig's JupyterLab plugin: the status-bar slice, the "Request GPU
+ * jupyter-mig's JupyterLab plugins: the status-bar slice, the "Request GPU
  * slice…" command and dialog, the cluster side panel, and the save → restart →
- * reload sequence.
+ * reload sequence; and the renderer of the slice requests that the `%gpu_slice`
+ * magic and the GpuSlicePicker widget display, which runs that same sequence.
  */
 import {
   ILabShell,
@@ -11,6 +12,7 @@ import {
 import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
@@ -18,11 +20,15 @@ import { MigClient } from './api';
 import { SliceChoice, SliceRequestBody } from './dialog';
 import { ClusterPanel } from './panel';
 import { RestartProgress } from './progressview';
+import { IRestartState } from './progress';
 import { restartWithSlice } from './restart';
+import { IKeyValueStore, RequestLedger, RunRequest } from './slicerequest';
+import { sliceRequestRendererFactory } from './slicerequestview';
 import { SliceStatus } from './statusbar';
 import { ICapacity } from './types';
 
 const PLUGIN_ID = '@jupyter-mig/labextension:plugin';
+const RENDERER_ID = '@jupyter-mig/labextension:slice-request-renderer';
 
 namespace CommandIDs {
   export const request = 'jupyter-mig:request-slice';
@@ -94,27 +100,74 @@ async function requestSlice(
     return;
   }
   const size = choice.kind === 'release' ? null : choice.size;
-  const view = new RestartProgress(
-    size === null ? 'Restarting your server without a GPU.' : `Restarting your server with a ${size} slice.`
-  );
-  void showDialog({
-    title: 'Changing your GPU slice',
-    body: view,
-    buttons: [Dialog.cancelButton({ label: 'Hide' })],
-    hasClose: true
-  });
-  await restartWithSlice(size, {
-    client,
-    saveAll: () => saveAll(app, docManager),
-    onState: state => view.render(state),
-    reload: () => window.location.reload(),
-    handover: url => window.location.assign(url),
-    sleep: ms => new Promise(resolve => window.setTimeout(resolve, ms)),
-    now: () => Date.now(),
-    pollIntervalMs: POLL_MS,
-    timeoutMs: RESTART_TIMEOUT_MS,
-    handoverAfter: HANDOVER_AFTER
-  });
+  if ((await runRestart(app, client, docManager, size)) === null) {
+    void showDialog({
+      title: 'Changing your GPU slice',
+      body: ALREADY_RESTARTING,
+      buttons: [Dialog.okButton()]
+    });
+  }
+}
+
+const ALREADY_RESTARTING = 'A restart of this server is already under way: wait for it to finish.';
+
+/** One restart at a time per page, whichever of the dialog or a notebook output asked. */
+let restartUnderWay = false;
+
+/**
+ * The save → ask → follow → reload sequence with its progress dialog, for the
+ * request dialog and the slice-request renderer alike. Resolves to the last
+ * state, or null (nothing done) while another restart is under way.
+ */
+async function runRestart(
+  app: JupyterFrontEnd,
+  client: MigClient,
+  docManager: IDocumentManager | null,
+  size: string | null,
+  timeoutSeconds?: number
+): Promise<IRestartState | null> {
+  if (restartUnderWay) {
+    return null;
+  }
+  restartUnderWay = true;
+  try {
+    const view = new RestartProgress(
+      size === null ? 'Restarting your server without a GPU.' : `Restarting your server with a ${size} slice.`
+    );
+    void showDialog({
+      title: 'Changing your GPU slice',
+      body: view,
+      buttons: [Dialog.cancelButton({ label: 'Hide' })],
+      hasClose: true
+    });
+    return await restartWithSlice(
+      size,
+      {
+        client,
+        saveAll: () => saveAll(app, docManager),
+        onState: state => view.render(state),
+        reload: () => window.location.reload(),
+        handover: url => window.location.assign(url),
+        sleep: ms => new Promise(resolve => window.setTimeout(resolve, ms)),
+        now: () => Date.now(),
+        pollIntervalMs: POLL_MS,
+        timeoutMs: RESTART_TIMEOUT_MS,
+        handoverAfter: HANDOVER_AFTER
+      },
+      timeoutSeconds
+    );
+  } finally {
+    restartUnderWay = false;
+  }
+}
+
+/** The browser's localStorage, where the page may use it. */
+function localStore(): IKeyValueStore | null {
+  try {
+    return window.localStorage;
+  } catch {
+    return null;
+  }
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -157,4 +210,34 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+/**
+ * Renders `application/vnd.jupyter-mig.slice-request+json` outputs. A plugin
+ * that adds the factory to the rendermime registry (rather than a standalone
+ * mime extension) because the renderer needs the document manager to save.
+ * Notebooks copy the registry when they open, after this has run at startup.
+ */
+const sliceRequestRenderer: JupyterFrontEndPlugin<void> = {
+  id: RENDERER_ID,
+  description: 'Renders the GPU slice requests of the %gpu_slice magic and the GpuSlicePicker widget',
+  autoStart: true,
+  requires: [IRenderMimeRegistry],
+  optional: [IDocumentManager],
+  activate: (app: JupyterFrontEnd, rendermime: IRenderMimeRegistry, docManager: IDocumentManager | null) => {
+    const client = clientFor(app);
+    const run: RunRequest = async request => {
+      const state = await runRestart(app, client, docManager, request.size, request.timeout ?? undefined);
+      if (state === null) {
+        return { started: false, failed: false, message: ALREADY_RESTARTING };
+      }
+      return {
+        started: true,
+        failed: state.failed,
+        message: state.failed ? state.message : 'The server is restarting; this page reloads when it is back.'
+      };
+    };
+    const factory = sliceRequestRendererFactory(new RequestLedger(localStore()), run);
+    rendermime.addFactory(factory, factory.defaultRank);
+  }
+};
+
+export default [plugin, sliceRequestRenderer];

@@ -27,11 +27,13 @@ export interface IRestartDeps {
 
 /**
  * Restarts this server with a slice of `size` (null: without a GPU). Resolves
- * to the last state; it never rejects, failures are a state.
+ * to the last state; it never rejects, failures are a state. `timeout`: seconds
+ * the hub waits for the new server (undefined: the server's default).
  */
 export async function restartWithSlice(
   size: string | null,
-  deps: IRestartDeps
+  deps: IRestartDeps,
+  timeout?: number
 ): Promise<IRestartState> {
   let state = initialState();
   const show = (next: IRestartState): IRestartState => {
@@ -54,7 +56,8 @@ export async function restartWithSlice(
 
   show({ ...state, phase: 'requesting', message: 'Asking for the slice…' });
   try {
-    const accepted = size === null ? await deps.client.release() : await deps.client.request(size);
+    const accepted =
+      size === null ? await deps.client.release(timeout) : await deps.client.request(size, timeout);
     show(record({ ...state, phase: 'queued' }, accepted));
   } catch (error) {
     return fail(`The request was refused: ${describe(error)}`);

@@ -2,11 +2,14 @@
  * Drives a real JupyterLab in Debian's headless Chromium through playwright-core
  * (no browser download): edits a document, reads the status bar, opens the GPU
  * slice panel, requests a slice and follows the restart until the page reloads.
+ * Then runs the `%gpu_slice` magic in a notebook, opens the notebook again (its
+ * request output renders again and must not restart anything) and confirms the
+ * request in the output, which restarts the same way.
  * Screenshots go to the artifacts folder. Prints one JSON line with what it saw;
  * test_labextension_browser.py asserts on it.
  *
- * Input: the JSON in $JUPYTER_MIG_E2E: {url, token, file, text, size, chromium,
- * playwright, artifacts, profileDir}.
+ * Input: the JSON in $JUPYTER_MIG_E2E: {url, token, file, text, size, notebook,
+ * chromium, playwright, artifacts, profileDir}.
  */
 'use strict';
 
@@ -66,6 +69,60 @@ async function readDialog(page) {
       };
     })
   );
+}
+
+/** The slice-request output as drawn. */
+async function readRequest(output) {
+  const button = output.locator('.jp-mig-SliceRequest-confirm');
+  return {
+    phase: await output.getAttribute('data-phase'),
+    summary: (await output.locator('.jp-mig-SliceRequest-summary').textContent()).trim(),
+    message: (await output.locator('.jp-mig-SliceRequest-message').textContent()).trim(),
+    buttonVisible: await button.isVisible(),
+    buttonEnabled: await button.isEnabled()
+  };
+}
+
+/**
+ * The notebook part: run the magic, save, open the notebook again, wait, then
+ * confirm in the output. `result.sliceCalls` gets every POST/DELETE of `slice`
+ * with whether the button had been clicked by then.
+ */
+async function requestFromNotebook(page, result) {
+  let clicked = false;
+  result.sliceCalls = [];
+  page.on('request', request => {
+    const url = new URL(request.url());
+    if (url.pathname.endsWith('/jupyter-mig/api/slice') && request.method() !== 'GET') {
+      result.sliceCalls.push({ method: request.method(), afterClick: clicked, body: request.postData() });
+    }
+  });
+  const notebookUrl = `${config.url}lab/tree/${config.notebook}`;
+  await page.goto(notebookUrl);
+  await page.locator('.jp-Notebook .jp-Cell .cm-content').first().click();
+  await page.keyboard.press('Shift+Enter');
+  const output = page.locator('.jp-Notebook .jp-mig-SliceRequest');
+  await output.waitFor();
+  result.notebookFirst = await readRequest(output);
+  result.screenshots.push(await shoot(page, 'slice-request-output.png'));
+
+  // Saved and opened again: the output renders again and must only ask.
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Control+s');
+  await page.locator('.jp-NotebookPanel-toolbar').waitFor();
+  await page.waitForFunction(() => !document.querySelector('.lm-TabBar-tab.jp-mod-current.jp-mod-dirty'));
+  await page.goto(notebookUrl);
+  await output.waitFor();
+  await page.waitForTimeout(3000);
+  result.notebookReopened = await readRequest(output);
+
+  const reloaded = page.waitForEvent('load', { timeout: 3 * STEP_MS });
+  clicked = true;
+  await output.locator('.jp-mig-SliceRequest-confirm').click();
+  await page.locator('.jp-mig-Progress').waitFor();
+  result.notebookRunning = await readRequest(output);
+  await reloaded;
+  result.notebookReloaded = true;
 }
 
 async function main() {
@@ -139,6 +196,8 @@ async function main() {
     await status.filter({ hasNotText: 'GPU …' }).waitFor();
     result.statusAfterReload = (await status.textContent()).trim();
     result.screenshots.push(await shoot(page, 'after-restart.png'));
+
+    await requestFromNotebook(page, result);
   } catch (error) {
     await shoot(page, 'failure.png').catch(() => undefined);
     error.message += `\nseen so far: ${JSON.stringify(result)}`;

@@ -8,8 +8,9 @@ What stands in, and why: a restart needs JupyterHub to stop this server and star
 the hub's jupyter-mig restart service (``jupyter_mig.hub.service``, whose API the server extension
 calls) is a small HTTP server here that moves a restart through its stages one poll at a time and
 then reports it ready.  The server therefore never really goes away; the browser still follows
-the same path (save, request, progress, reload).  The restart against a real hub is covered by
-the hub integration tests.
+the same path (save, request, progress, reload), once from the request dialog and once from the
+``%gpu_slice`` magic's output in a notebook run by a real kernel.  The restart against a real hub
+is covered by the hub integration tests.
 
 Screenshots are kept in tests/artifacts/browser/.
 """
@@ -417,6 +418,28 @@ def test_status_panel_dialog_and_restart_in_chromium(
     carvable = [r["size"] for r in server_capacity["sizes"] if r["status"] == "repartition"]
     assert carvable, server_capacity
     size = carvable[-1]
+    # The notebook asks for another size, with its own timeout, through the %gpu_slice magic.
+    notebook_size = next(
+        r["size"] for r in server_capacity["sizes"] if r["status"] == "free" and r["size"] != size
+    )
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": "gpu-slice",
+                "metadata": {},
+                "outputs": [],
+                "source": f"%load_ext jupyter_mig\n%gpu_slice {notebook_size} --yes --timeout 300",
+            }
+        ],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (lab.root / "slice-request.ipynb").write_text(json.dumps(notebook))
     typed = "typed in the browser, unsaved until the restart"
     config = {
         "url": lab.url,
@@ -424,6 +447,7 @@ def test_status_panel_dialog_and_restart_in_chromium(
         "file": "notes.txt",
         "text": typed,
         "size": size,
+        "notebook": "slice-request.ipynb",
         "chromium": CHROMIUM,
         "playwright": str(PLAYWRIGHT),
         "artifacts": str(ARTIFACTS),
@@ -469,7 +493,7 @@ def test_status_panel_dialog_and_restart_in_chromium(
 
     # The restart: documents saved before the request, the hub asked with the server's token,
     # every stage shown in order, then the page reloaded.
-    assert len(restart_service.requests) == 1
+    assert len(restart_service.requests) == 2
     request = restart_service.requests[0]
     assert request["token"] == SERVER_TOKEN
     assert request["body"]["gpu_slice"] == size
@@ -485,3 +509,25 @@ def test_status_panel_dialog_and_restart_in_chromium(
     assert seen["statusAfterReload"] == "GPU 1g.10gb"
     for shot in seen["screenshots"]:
         assert Path(shot).stat().st_size > 10_000
+
+    # The notebook: the magic's output offers the restart, rendering it again when the
+    # notebook is opened again restarts nothing, and only the click asks, once, with the
+    # magic's size and timeout.
+    summary = (
+        f"Restart this server with a {notebook_size} GPU slice. The hub waits up to 5 min for it."
+    )
+    for seen_output in (seen["notebookFirst"], seen["notebookReopened"]):
+        assert seen_output["phase"] == "ask", seen_output
+        assert seen_output["summary"] == summary
+        assert seen_output["buttonVisible"] and seen_output["buttonEnabled"]
+    assert seen["notebookRunning"]["buttonEnabled"] is False
+    assert [(c["method"], c["afterClick"]) for c in seen["sliceCalls"]] == [("POST", True)]
+    assert json.loads(seen["sliceCalls"][0]["body"]) == {
+        "size": notebook_size,
+        "saved": True,
+        "timeout": 300,
+    }
+    request = restart_service.requests[1]
+    assert request["body"]["gpu_slice"] == notebook_size
+    assert request["body"]["timeout"] == 300
+    assert seen["notebookReloaded"] is True

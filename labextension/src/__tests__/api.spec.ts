@@ -174,6 +174,17 @@ describe('MigClient', () => {
     expect(calls[0]).toEqual({ path: 'slice?saved=true', method: 'DELETE', body: undefined });
   });
 
+  it("sends the hub's timeout when one is given", async () => {
+    const { transport, calls } = fakeServer({
+      'POST slice': () => json(202, RECORD),
+      'DELETE slice?saved=true&timeout=300': () => json(202, { ...RECORD, size: null })
+    });
+    await new MigClient(transport).request('10gb', 450);
+    await new MigClient(transport).release(300);
+    expect(calls[0].body).toEqual({ size: '10gb', saved: true, timeout: 450 });
+    expect(calls[1]).toEqual({ path: 'slice?saved=true&timeout=300', method: 'DELETE', body: undefined });
+  });
+
   it("turns the server's refusal into an ApiError with its message", async () => {
     const { transport } = fakeServer({
       'POST slice': () => json(403, { message: '80gb is above your maximum of 20gb; sizes you can ask for: 10gb, 20gb' })

@@ -18,12 +18,12 @@ function fakes(answers: Answer[], overrides: Partial<IRestartDeps> = {}) {
   let clock = 0;
   const deps: IRestartDeps = {
     client: {
-      request: async size => {
-        log.push(`request ${size}`);
+      request: async (size, timeout) => {
+        log.push(timeout === undefined ? `request ${size}` : `request ${size} timeout ${timeout}`);
         return accepted();
       },
-      release: async () => {
-        log.push('release');
+      release: async timeout => {
+        log.push(timeout === undefined ? 'release' : `release timeout ${timeout}`);
         return accepted();
       },
       progress: async () => {
@@ -112,6 +112,13 @@ describe('restartWithSlice', () => {
     const { deps, log } = fakes([at('ready', 'ready')]);
     await restartWithSlice(null, deps);
     expect(log).toEqual(['save', 'release', 'reload']);
+  });
+
+  it("passes the hub's timeout on with the request", async () => {
+    const { deps, log } = fakes([at('ready', 'ready'), at('ready', 'ready')]);
+    await restartWithSlice('10gb', deps, 300);
+    await restartWithSlice(null, deps, 120);
+    expect(log).toEqual(['save', 'request 10gb timeout 300', 'reload', 'save', 'release timeout 120', 'reload']);
   });
 
   it("hands over to the hub's page when the server stays away", async () => {

@@ -416,4 +416,32 @@
   background: var(--jp-layout-color2);
   box-shadow: inset 3px 0 0 var(--jp-brand-color1);
 }
+
+/* A slice request in a notebook output (the %gpu_slice magic, the GpuSlicePicker widget). */
+.jp-mig-SliceRequest {
+  padding: 6px 0;
+  font-size: var(--jp-content-font-size1);
+}
+
+.jp-mig-SliceRequest-summary {
+  margin: 0 0 6px;
+  font-weight: 600;
+}
+
+.jp-mig-SliceRequest-buttons {
+  margin-bottom: 6px;
+}
+
+.jp-mig-SliceRequest-confirm[hidden] {
+  display: none;
+}
+
+.jp-mig-SliceRequest-message {
+  margin: 0;
+  color: var(--jp-ui-font-color2);
+}
+
+.jp-mig-SliceRequest-message.jp-mig-Error {
+  color: var(--jp-error-color1);
+}
 `,""]),e.d(o,{},{A:a})},314(r){r.exports=function(r){var o=[];return o.toString=function(){return this.map(function(o){var e="",i=void 0!==o[5];return o[4]&&(e+="@supports (".concat(o[4],") {")),o[2]&&(e+="@media ".concat(o[2]," {")),i&&(e+="@layer".concat(o[5].length>0?" ".concat(o[5]):""," {")),e+=r(o),i&&(e+="}"),o[2]&&(e+="}"),o[4]&&(e+="}"),e}).join("")},o.i=function(r,e,i,t,p){"string"==typeof r&&(r=[[null,r,void 0]]);var a={};if(i)for(var n=0;n<this.length;n++){var c=this[n][0];null!=c&&(a[c]=!0)}for(var l=0;l<r.length;l++){var d=[].concat(r[l]);i&&a[d[0]]||(void 0!==p&&(void 0===d[5]||(d[1]="@layer".concat(d[5].length>0?" ".concat(d[5]):""," {").concat(d[1],"}")),d[5]=p),e&&(d[2]&&(d[1]="@media ".concat(d[2]," {").concat(d[1],"}")),d[2]=e),t&&(d[4]?(d[1]="@supports (".concat(d[4],") {").concat(d[1],"}"),d[4]=t):d[4]="".concat(t)),o.push(d))}},o}},601(r){r.exports=function(r){return r[1]}},72(r){var o=[];function e(r){for(var e=-1,i=0;i<o.length;i++)if(o[i].identifier===r){e=i;break}return e}function i(r,i){for(var t={},p=[],a=0;a<r.length;a++){var n=r[a],c=i.base?n[0]+i.base:n[0],l=t[c]||0,d="".concat(c," ").concat(l);t[c]=l+1;var s=e(d),g={css:n[1],media:n[2],sourceMap:n[3],supports:n[4],layer:n[5]};if(-1!==s)o[s].references++,o[s].updater(g);else{var m=function(r,o){var e=o.domAPI(o);return e.update(r),function(o){o?(o.css!==r.css||o.media!==r.media||o.sourceMap!==r.sourceMap||o.supports!==r.supports||o.layer!==r.layer)&&e.update(r=o):e.remove()}}(g,i);i.byIndex=a,o.splice(a,0,{identifier:d,updater:m,references:1})}p.push(d)}return p}r.exports=function(r,t){var p=i(r=r||[],t=t||{});return function(r){r=r||[];for(var a=0;a<p.length;a++){var n=e(p[a]);o[n].references--}for(var c=i(r,t),l=0;l<p.length;l++){var d=e(p[l]);0===o[d].references&&(o[d].updater(),o.splice(d,1))}p=c}}},659(r){var o={};r.exports=function(r,e){var i=function(r){if(void 0===o[r]){var e=document.querySelector(r);if(window.HTMLIFrameElement&&e instanceof window.HTMLIFrameElement)try{e=e.contentDocument.head}catch(r){e=null}o[r]=e}return o[r]}(r);if(!i)throw Error("Couldn't find a style target. This probably means that the value for the 'insert' parameter is invalid.");i.appendChild(e)}},540(r){r.exports=function(r){var o=document.createElement("style");return r.setAttributes(o,r.attributes),r.insert(o,r.options),o}},56(r,o,e){r.exports=function(r){var o=e.nc;o&&r.setAttribute("nonce",o)}},206(r){r.exports=function(r){if("u"<typeof document)return{update:function(){},remove:function(){}};var o=r.insertStyleElement(r);return{update:function(e){var i,t,p;i="",e.supports&&(i+="@supports (".concat(e.supports,") {")),e.media&&(i+="@media ".concat(e.media," {")),(t=void 0!==e.layer)&&(i+="@layer".concat(e.layer.length>0?" ".concat(e.layer):""," {")),i+=e.css,t&&(i+="}"),e.media&&(i+="}"),e.supports&&(i+="}"),(p=e.sourceMap)&&"u">typeof btoa&&(i+="\n/*# sourceMappingURL=data:application/json;base64,".concat(btoa(unescape(encodeURIComponent(JSON.stringify(p))))," */")),r.styleTagTransform(i,o,r.options)},remove:function(){var r;null===(r=o).parentNode||r.parentNode.removeChild(r)}}}},113(r){r.exports=function(r,o){if(o.styleSheet)o.styleSheet.cssText=r;else{for(;o.firstChild;)o.removeChild(o.firstChild);o.appendChild(document.createTextNode(r))}}},579(r,o,e){var i=e(72),t=e.n(i),p=e(206),a=e.n(p),n=e(659),c=e.n(n),l=e(56),d=e.n(l),s=e(540),g=e.n(s),m=e(113),u=e.n(m),j=e(475),f={};f.styleTagTransform=u(),f.setAttributes=d(),f.insert=c().bind(null,"head"),f.domAPI=a(),f.insertStyleElement=g(),t()(j.A,f),j.A&&j.A.locals&&j.A.locals}}]);
