@@ -55,9 +55,18 @@ def _status_of(call: Callable[[], Any]) -> int:
 
 
 def _error_body(call: Callable[[], Any]) -> str:
-    with pytest.raises(client.ApiException) as caught:
-        call()
-    return str(caught.value.body)
+    """The body of the error a call must end in.  A new admission policy takes effect a moment
+    after it is created (the API server loads it asynchronously), so an allowed call is retried
+    until the deadline before the test fails."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            call()
+        except client.ApiException as err:
+            return str(err.body)
+        if time.monotonic() > deadline:
+            pytest.fail(f"still allowed after {WAIT_S:.0f}s: the call should have been refused")
+        time.sleep(0.5)
 
 
 def _apply(dynamic: DynamicClient, manifest: dict[str, Any], dry_run: bool = False) -> Any:
