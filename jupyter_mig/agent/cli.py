@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long to wait for the device plugin to advertise a new layout",
     )
     parser.add_argument(
-        "--resync", type=float, default=30.0, metavar="SECONDS", help="periodic full reconcile"
+        "--resync", type=float, default=5.0, metavar="SECONDS", help="periodic full reconcile"
     )
     parser.add_argument(
         "--max-backoff",

@@ -67,11 +67,9 @@ PR_SET_PDEATHSIG = 1
 FIELD_MANAGER = "jupyter-mig-e2e"
 E2E_LABEL = "jupyter-mig.io/e2e"
 
-#: Chart values for the tests.  The agent resync is shortened from 30 s because a slice a pod
-#: gives back shows as free in the MigNode status only after the agent's next pass (nothing
-#: wakes the agent when a pod ends); leases are short so that a failover takes seconds.
+#: Chart values for the tests: leases are short so that a failover takes seconds.
 E2E_VALUES: dict[str, Any] = {
-    "agent": {"resync": 5, "devicePlugin": {"readyTimeout": 30}},
+    "agent": {"devicePlugin": {"readyTimeout": 30}},
     "controller": {"leaderElection": {"leaseDuration": 4, "renewDeadline": 3}},
 }
 
