@@ -82,7 +82,10 @@ c.KubeSpawner.image = "none"
 # The sim node runs a container's command as a local process on the pod's own 127.x address.
 c.KubeSpawner.extra_container_config = {{"command": [sys.executable]}}
 c.KubeSpawner.cmd = ["-m", "jupyterhub.singleuser"]
-c.KubeSpawner.args = ["--allow-root", "--ServerApp.ip=$(JUPYTER_MIG_POD_IP)"]
+# The user's files live outside the pod (as on a persistent volume), so they outlive a restart.
+c.KubeSpawner.args = [
+    "--allow-root", "--ServerApp.ip=$(JUPYTER_MIG_POD_IP)", "--ServerApp.root_dir={tmp}/home"
+]
 c.KubeSpawner.extra_annotations = {{"jupyter-mig.io/sim-exec": "true"}}
 c.KubeSpawner.node_selector = {{"jupyter-mig.io/test": {suffix!r}}}
 c.KubeSpawner.environment = {{
@@ -146,6 +149,13 @@ class Stack:
 
     def pods(self) -> list[Any]:
         return list(self.api.list_namespaced_pod(self.namespace).items)
+
+    def mignode(self) -> dict[str, Any]:
+        custom = kubernetes.client.CustomObjectsApi(self.api.api_client)
+        node: dict[str, Any] = custom.get_cluster_custom_object(
+            c.GROUP, c.VERSION, c.PLURAL, self.node
+        )
+        return node
 
     def close(self) -> None:
         # The hub (started last) stops its servers first: KubeSpawner deletes their pods, and
@@ -303,6 +313,23 @@ def test_a_kube_spawned_server_gets_its_slice_and_changes_it(stack: Stack) -> No
     status, capacity = call(server + "jupyter-mig/api/capacity", alice)
     assert status == 200 and any(r["size"] == "20gb" for r in capacity["sizes"])
 
+    notebook = {
+        "type": "notebook",
+        "format": "json",
+        "content": {
+            "nbformat": 4,
+            "nbformat_minor": 5,
+            "metadata": {},
+            "cells": [
+                {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None,
+                 "outputs": [], "source": "%gpu_slice 20gb --yes --saved"},
+            ],
+        },
+    }  # fmt: skip
+    status, saved = call(server + "api/contents/work.ipynb", alice, "PUT", notebook)
+    assert status in (200, 201), saved
+    old_uid = pod.metadata.uid
+
     status, doc = call(
         server + "jupyter-mig/api/slice", alice, "POST", {"size": "20gb", "saved": True}
     )
@@ -318,6 +345,27 @@ def test_a_kube_spawned_server_gets_its_slice_and_changes_it(stack: Stack) -> No
     alice = token["token"]
     status, doc = call(server + "jupyter-mig/api/slice", alice)
     assert status == 200 and doc["slice"]["profile"] == "1g.20gb", doc
+    status, reopened = call(server + "api/contents/work.ipynb", alice)
+    assert status == 200, reopened
+    assert reopened["content"]["cells"][0]["source"] == "%gpu_slice 20gb --yes --saved"
+    # The old pod is gone (the new one has the same name, not the same uid) and no 1g.10gb
+    # instance is held any more.
+    seen: dict[str, Any] = {}
+
+    def released() -> bool:
+        seen["uids"] = sorted(p.metadata.uid for p in s.pods())
+        seen["holders"] = [
+            (i["profile"], i.get("pod"))
+            for g in s.mignode().get("status", {}).get("gpus", [])
+            for i in g.get("instances", [])
+            if i.get("pod")
+        ]
+        return old_uid not in seen["uids"] and all(p != "1g.10gb" for p, _ in seen["holders"])
+
+    try:
+        wait_for("the old slice to be released", released, WAIT_S)
+    except AssertionError as err:
+        raise AssertionError(f"{err}; seen {seen}") from None
     status, progress = call(server + "jupyter-mig/api/slice/progress", alice)
     assert status == 200, progress
     assert progress["state"] == "ready"
