@@ -421,6 +421,9 @@ class _Round:
         self.memberships: dict[int, list[_Index]] = {g.gid: [everywhere] for g in self.gpus}
         self.resolved: dict[SizeRequest, dict[str, int]] = {}
         self.gpu_counts: dict[frozenset[str], int] = {}
+        # Multi-instance requests known not to fit a node, with the node's version at the time.
+        self.node_versions: dict[str, int] = {}
+        self.misfits: dict[tuple[str, tuple[tuple[tuple[str, int], ...], ...]], int] = {}
         self.assigned: dict[str, list[Assignment]] = {}
         self.owners: dict[tuple[int, int], tuple[str, int]] = {}  # (gpu, start) -> (pod, item)
 
@@ -466,6 +469,7 @@ class _Round:
         slots[item] = Assignment(gpu.node, gpu.index, pid, start)
 
     def _changed(self, gpu: _Gpu) -> None:
+        self.node_versions[gpu.node] = self.node_versions.get(gpu.node, 0) + 1
         for index in self.memberships[gpu.gid]:
             index.push(gpu)
 
@@ -574,14 +578,19 @@ class _Round:
             min(self.memos[model].by_id[pid].compute for model, pid in pids.items())
             for pids in ordered
         )
+        wanted = tuple(tuple(sorted(pids.items())) for pids in ordered)
         best: tuple[tuple[int, int], list[tuple[_Gpu, Option, int]]] | None = None
         feasible = 0
         for name in names:
+            version = self.node_versions.get(name, 0)
+            if self.misfits.get((name, wanted)) == version:
+                continue  # the same request did not fit and the node has not changed since
             gpus = self.node_gpus.get(name, [])
             if sum(g.memo.budget - g.key[0][1] for g in gpus) < need:
                 continue  # not enough compute left on the node, whatever is destroyed
             trial = self._try_node(gpus, ordered)
             if trial is None:
+                self.misfits[(name, wanted)] = version
                 continue
             cost = (sum(o[0] for _, o, _ in trial), sum(o[1] for _, o, _ in trial))
             if best is None or cost < best[0]:
