@@ -117,6 +117,21 @@ def _profile_table() -> dict[str, Any]:
     }
 
 
+def _gpu_list(properties: dict[str, Any]) -> dict[str, Any]:
+    """A list of per-GPU entries keyed by GPU index (spec and status share the shape)."""
+    return {
+        "type": "array",
+        "maxItems": c.MAX_GPUS,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["index"],
+        "items": {
+            "type": "object",
+            "required": ["index"],
+            "properties": {"index": _int("GPU index (NVML).", 63), **properties},
+        },
+    }
+
+
 def _conditions() -> dict[str, Any]:
     """metav1.Condition, as the Kubernetes API conventions define it."""
     return {
@@ -161,25 +176,16 @@ def _schema() -> dict[str, Any]:
                 "type": "object",
                 "description": "Desired layouts, written only by the controller.",
                 "properties": {
-                    "gpus": {
-                        "type": "array",
-                        "maxItems": c.MAX_GPUS,
-                        "x-kubernetes-list-type": "map",
-                        "x-kubernetes-list-map-keys": ["index"],
-                        "items": {
-                            "type": "object",
-                            "required": ["index"],
-                            "properties": {
-                                "index": _int("GPU index (NVML).", 63),
-                                "instances": {
-                                    "type": "array",
-                                    "description": "The full desired layout of this GPU.",
-                                    "maxItems": c.MAX_INSTANCES,
-                                    "items": _desired_instance(),
-                                },
+                    "gpus": _gpu_list(
+                        {
+                            "instances": {
+                                "type": "array",
+                                "description": "The full desired layout of this GPU.",
+                                "maxItems": c.MAX_INSTANCES,
+                                "items": _desired_instance(),
                             },
-                        },
-                    },
+                        }
+                    ),
                 },
             },
             "status": {
@@ -192,29 +198,20 @@ def _schema() -> dict[str, Any]:
                         "minimum": 0,
                         "description": "The spec generation the agent has finished applying.",
                     },
-                    "gpus": {
-                        "type": "array",
-                        "maxItems": c.MAX_GPUS,
-                        "x-kubernetes-list-type": "map",
-                        "x-kubernetes-list-map-keys": ["index"],
-                        "items": {
-                            "type": "object",
-                            "required": ["index"],
-                            "properties": {
-                                "index": _int("GPU index (NVML).", 63),
-                                "uuid": _string("GPU UUID.", 128),
-                                "model": _string("Short model name (e.g. A100-80GB).", 64),
-                                "product": _string("Product name as GFD labels it.", 128),
-                                "migEnabled": {"type": "boolean"},
-                                "profiles": _profile_table(),
-                                "instances": {
-                                    "type": "array",
-                                    "maxItems": c.MAX_INSTANCES,
-                                    "items": _observed_instance(),
-                                },
+                    "gpus": _gpu_list(
+                        {
+                            "uuid": _string("GPU UUID.", 128),
+                            "model": _string("Short model name (e.g. A100-80GB).", 64),
+                            "product": _string("Product name as GFD labels it.", 128),
+                            "migEnabled": {"type": "boolean"},
+                            "profiles": _profile_table(),
+                            "instances": {
+                                "type": "array",
+                                "maxItems": c.MAX_INSTANCES,
+                                "items": _observed_instance(),
                             },
-                        },
-                    },
+                        }
+                    ),
                     "conditions": _conditions(),
                 },
             },

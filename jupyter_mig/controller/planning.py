@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from jupyter_mig.api import constants as c
 from jupyter_mig.api.mignode import render_spec
 from jupyter_mig.controller import events as ev
 from jupyter_mig.controller.selection import (
@@ -292,7 +293,7 @@ def _unknown_profile(
 ) -> tuple[str, str] | None:
     """(reason, message) for a profile no GPU model has; None when every profile is known."""
     for profile in requests:
-        resource = f"nvidia.com/mig-{profile}"
+        resource = f"{c.MIG_RESOURCE_PREFIX}{profile}"
         try:
             parse_size(profile)
         except SizeError:

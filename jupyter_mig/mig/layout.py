@@ -19,12 +19,6 @@ class Instance:
     start: int
     profile_id: int
 
-    def profile(self, model: GpuModel) -> Profile:
-        return model.profile(self.profile_id)
-
-    def mask(self, model: GpuModel) -> int:
-        return span_mask(self.start, model.profile(self.profile_id).size)
-
     def describe(self, model: GpuModel) -> str:
         return f"{model.profile(self.profile_id).name}@{self.start}"
 
