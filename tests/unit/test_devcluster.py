@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from jupyter_mig import cli, devcluster
+from jupyter_mig.devcluster import binaries
 from jupyter_mig.errors import UserError
 
 
@@ -26,7 +27,7 @@ def _fake_go(tmp_path: Path, version: str) -> Path:
 
 def test_missing_go_toolchain_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(devcluster, "GO_FALLBACKS", ())
+    monkeypatch.setattr(binaries, "GO_FALLBACKS", ())
     with pytest.raises(UserError, match=r"no Go toolchain found .*install Go >= 1\.26"):
         devcluster.find_go()
 
@@ -114,8 +115,8 @@ def test_a_failed_build_names_the_error_and_the_log(
 ) -> None:
     body = 'echo "main.go:7:2: undefined: embed.Nope" >&2; exit 1'
     monkeypatch.setenv("PATH", f"{_fake_build_go(tmp_path, body)}:/usr/bin:/bin")
-    monkeypatch.setattr(devcluster, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(devcluster, "BIN", tmp_path / "cache" / "bin")
+    monkeypatch.setattr(binaries, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(binaries, "BIN", tmp_path / "cache" / "bin")
     with pytest.raises(UserError) as failed:
         devcluster.build(log=lambda _: None)
     message = str(failed.value)
@@ -126,7 +127,7 @@ def test_a_failed_build_names_the_error_and_the_log(
 
 def test_a_hung_build_times_out(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", f"{_fake_build_go(tmp_path, 'sleep 60')}:/usr/bin:/bin")
-    monkeypatch.setattr(devcluster, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(devcluster, "BIN", tmp_path / "cache" / "bin")
+    monkeypatch.setattr(binaries, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(binaries, "BIN", tmp_path / "cache" / "bin")
     with pytest.raises(UserError, match=r"did not finish in 1s"):
         devcluster.build(log=lambda _: None, timeout=1)

@@ -1,0 +1,81 @@
+"""``jupyter-mig devcluster up/down/env/build``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jupyter_mig.devcluster.binaries import build
+from jupyter_mig.devcluster.common import BIN, DEFAULT_DIR, log_stderr
+from jupyter_mig.devcluster.control_plane import (
+    DEFAULT_NODE_GRACE,
+    START_TIMEOUT_S,
+    down,
+    resolve_dir,
+    running,
+    up,
+)
+from jupyter_mig.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="devcluster_command", metavar="ACTION")
+    dir_help = f"cluster directory (default: {DEFAULT_DIR})"
+
+    p_up = sub.add_parser("up", help="start the cluster (build it first if needed)")
+    p_up.add_argument("--dir", type=Path, default=None, help=dir_help)
+    p_up.add_argument("--port", type=int, default=None,
+                      help="kube-apiserver port on 127.0.0.1 (default: a free one)")  # fmt: skip
+    p_up.add_argument("--timeout", type=float, default=START_TIMEOUT_S,
+                      help="seconds to wait for readiness (default: %(default)s)")  # fmt: skip
+    p_up.add_argument("--node-grace", default=DEFAULT_NODE_GRACE,
+                      help="kube-controller-manager --node-monitor-grace-period "
+                           "(default: %(default)s)")  # fmt: skip
+
+    p_down = sub.add_parser("down", help="stop the cluster (the logs stay in DIR/logs)")
+    p_down.add_argument("--dir", type=Path, default=None, help=dir_help)
+
+    p_env = sub.add_parser("env", help="print `export KUBECONFIG=...` for a running cluster")
+    p_env.add_argument("--dir", type=Path, default=None, help=dir_help)
+    p_env.add_argument("--json", action="store_true", help="print the cluster's state as JSON")
+
+    p_build = sub.add_parser("build", help="build the binaries into tests/cluster/.cache/bin")
+    p_build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+
+
+def run(args: argparse.Namespace) -> int:
+    action = getattr(args, "devcluster_command", None)
+    if action is None:
+        raise UserError("say what to do: up, down, env or build (see --help)")
+    if action == "build":
+        build(force=args.force)
+        print(BIN)
+        return 0
+    if action == "up":
+        if args.port is not None and not 1 <= args.port <= 65535:
+            raise UserError(f"--port {args.port} is not a TCP port (1-65535)")
+        cluster = up(args.dir, port=args.port, timeout=args.timeout, node_grace=args.node_grace)
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+        return 0
+    if action == "down":
+        path = resolve_dir(args.dir)
+        stopped = down(path)
+        log_stderr(f"stopped {stopped} processes; logs kept in {path / 'logs'}")
+        return 0
+    if action == "env":
+        path = resolve_dir(args.dir)
+        found = running(path)
+        if found is None:
+            raise UserError(
+                f"no cluster is running in {path}: start one with "
+                f"`jupyter-mig devcluster up --dir {path}`"
+            )
+        if args.json:
+            json.dump(found.to_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(f"export KUBECONFIG={found.kubeconfig}")
+        return 0
+    raise UserError(f"unknown action {action!r}")
