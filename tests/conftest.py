@@ -14,6 +14,12 @@ test run and stopped at the end:
 
 ``namespace`` (function scope) is a fresh namespace name, deleted after the test.
 
+``crds`` (module scope) installs the MigNode CRD and waits until it is Established (it is left
+installed: other tests share it).
+
+Helpers shared by the tests (ports, HTTP, processes, waiting, the hub's test configuration) are
+in ``tests/support``.
+
 The binaries are built (``tests/cluster``; ~7 min the first time on a quiet machine) after
 collection, before any test runs and outside the per-test timeout, when a selected test is marked
 ``cluster``.  The cluster runs in ``tests/artifacts/devcluster/pytest-<pid>`` (its logs stay
@@ -31,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.kube import install_crds
 
 from jupyter_mig import devcluster
 from jupyter_mig.errors import UserError
@@ -91,6 +98,13 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[devcluster.DevCluster]:
     finally:
         if owned:
             devcluster.down(path)
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: devcluster.DevCluster) -> None:
+    """The MigNode CRD, installed once (left installed: other tests share it)."""
+    with cluster.api_client() as api:
+        install_crds(api)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from support.net import free_port
 
 from jupyter_mig.controller.capacity import capacity, render_capacity
 from jupyter_mig.mig.models import MODELS
@@ -73,13 +73,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _snapshots() -> tuple[NodeSnapshot, ...]:
@@ -299,7 +292,7 @@ def lab(
     """A real JupyterLab server, set up as the hub's spawner hook would set it up."""
     root = restart_service.watched_file.parent
     root.joinpath("notes.txt").write_text("notes written before the browser opened\n")
-    port = _free_port()
+    port = free_port()
     home = tmp_path / "home"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "NVIDIA"))},

@@ -29,14 +29,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,11 +41,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chart_render import Chart
+from support.net import free_port, http_get, local_url
+from support.processes import STOP_S, stop_process
+from support.waiting import wait_for
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.crd import crd_manifests
+from jupyter_mig.devcluster import DevCluster, port_free
 from jupyter_mig.controller.kube import Kube, KubeError
-from jupyter_mig.devcluster import DevCluster, port_free, wait_for
 from jupyter_mig.mig.contract import parse_input
 from jupyter_mig.mig.layout import Instance, layout_errors
 from jupyter_mig.mig.models import MODELS
@@ -62,7 +62,6 @@ CHART = Chart(ROOT / "controller" / "chart")
 MIGNODES = f"/apis/{c.GROUP}/{c.VERSION}/{c.PLURAL}"
 #: Generous: the machine has 2 shared cores and a Python process needs seconds to start.
 WAIT_S = 120.0
-STOP_S = 10.0
 PR_SET_PDEATHSIG = 1
 FIELD_MANAGER = "jupyter-mig-e2e"
 E2E_LABEL = "jupyter-mig.io/e2e"
@@ -97,34 +96,6 @@ _WORKLOADS = ("Deployment", "DaemonSet", "Service")
 
 class E2EFailure(AssertionError):
     """A wait that timed out or an invariant that broke; the message carries the dump."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return int(answer.status), bytes(answer.read())
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except OSError:
-        return 0, b""
-
-
-def metric(port: int, name: str, labels: str = "") -> float | None:
-    """One sample of a Prometheus text exposition (``labels`` as written, e.g. ``result="ok"``)."""
-    status, body = http_get(port, "/metrics")
-    if status != 200:
-        return None
-    wanted = f"{name}{{{labels}}}" if labels else name
-    for line in body.decode().splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,13 +251,7 @@ class Proc:
 
     def stop(self, how: int = signal.SIGTERM) -> None:
         self.stopped = True
-        if self.popen.poll() is None:
-            self.popen.send_signal(how)
-            try:
-                self.popen.wait(STOP_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(STOP_S)
+        stop_process(self.popen, how, STOP_S)
 
 
 def stop_all(procs: Iterable[Proc]) -> None:
@@ -752,7 +717,7 @@ class System:
         def ready() -> bool:
             if not proc.alive():
                 raise E2EFailure(f"controller {identity} exited:\n{proc.tail()}")
-            return http_get(port, "/readyz")[0] == 200
+            return http_get(local_url(port, "/readyz"))[0] == 200
 
         self.wait(f"controller {identity} to be ready", ready)
         return controller

@@ -17,7 +17,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from e2e_harness import System, metric, restart_apiserver
+from e2e_harness import System, restart_apiserver
+from support.net import metric
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.nvml.sim import inject_fault

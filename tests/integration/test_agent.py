@@ -11,12 +11,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.net import free_port, http_get, local_url, metric
+from support.processes import stop_process
+from support.waiting import wait_for
 
 from jupyter_mig.agent.devices import PodRefresher
 from jupyter_mig.agent.reconcile import RefreshError
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.conditions import get_condition
-from jupyter_mig.api.crd import crd_manifests
 from jupyter_mig.api.mignode import new_mignode
-from jupyter_mig.devcluster import DevCluster, wait_for
+from jupyter_mig.devcluster import DevCluster
 from jupyter_mig.mig.layout import Instance
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.nvml.sim import SimNvml, inject_fault, reboot
@@ -45,36 +44,6 @@ A100 = MODELS.get("A100-80GB")
 ONE_G = A100.profile("1g.10gb").nvml_id
 THREE_G = A100.profile("3g.40gb").nvml_id
 WAIT_S = 60.0
-STOP_S = 10.0
-
-
-def _stop(process: subprocess.Popen[bytes], how: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(how)
-        try:
-            process.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_S)
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: DevCluster) -> None:
-    """The MigNode CRD, installed once (left installed, as other tests may share it)."""
-    with cluster.api_client() as api:
-        extensions = client.ApiextensionsV1Api(api)
-        for manifest in crd_manifests():
-            with contextlib.suppress(client.ApiException):
-                extensions.create_custom_resource_definition(manifest)
-
-        def established() -> bool:
-            crd = extensions.read_custom_resource_definition(c.CRD_NAME)
-            return any(
-                cond.type == "Established" and cond.status == "True"
-                for cond in (crd.status.conditions or [])
-            )
-
-        wait_for("the MigNode CRD to be established", established, WAIT_S)
 
 
 @dataclass
@@ -129,7 +98,7 @@ class SimNode:
         return True
 
     def start_agent(self) -> None:
-        self.health_port = _free_port()
+        self.health_port = free_port()
         self._spawn(
             "agent",
             [
@@ -141,7 +110,7 @@ class SimNode:
         )  # fmt: skip
 
     def kill_agent(self) -> None:
-        _stop(self.processes.pop("agent"), signal.SIGKILL)
+        stop_process(self.processes.pop("agent"), signal.SIGKILL)
 
     def log(self, role: str) -> str:
         path = self.logs / f"{role}.log"
@@ -229,10 +198,9 @@ def _spec(instances: list[Instance]) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _reconciles(port: int) -> float:
+    """Successful reconcile passes so far, from the agent's /metrics."""
+    return metric(port, "jupyter_mig_agent_reconciles_total", 'result="ok"') or 0.0
 
 
 @pytest.fixture
@@ -248,7 +216,7 @@ def sim(cluster: DevCluster, crds: None, tmp_path: Path) -> Iterator[SimNode]:
             yield node
         finally:
             for process in reversed(node.processes.values()):  # the agent before its node
-                _stop(process)
+                stop_process(process)
             shutil.rmtree(state, ignore_errors=True)
             # Best effort: a cluster that died under the test has nothing left to clean.
             with contextlib.suppress(Exception):
@@ -260,7 +228,11 @@ def sim(cluster: DevCluster, crds: None, tmp_path: Path) -> Iterator[SimNode]:
 def test_applies_a_spec_and_reports_it(sim: SimNode) -> None:
     sim.start_sim_node()
     sim.start_agent()  # before its MigNode exists: it waits, then picks it up from the watch
-    wait_for("the agent to serve /healthz", lambda: _healthz(sim.health_port) == 200, WAIT_S)
+    wait_for(
+        "the agent to serve /healthz",
+        lambda: http_get(local_url(sim.health_port, "/healthz"))[0] == 200,
+        WAIT_S,
+    )
     layout = {Instance(0, ONE_G), Instance(1, ONE_G), Instance(4, THREE_G)}
     sim.create_mignode(sorted(layout))
     wait_for("the spec to be applied", sim.applied(1, layout), WAIT_S)
@@ -285,7 +257,7 @@ def test_applies_a_spec_and_reports_it(sim: SimNode) -> None:
         "the second spec", sim.applied(generation, {Instance(0, THREE_G), Instance(4, THREE_G)})
     )
     assert kept <= {gi.mig_uuid for gi in SimNvml(sim.state).instances(0)}
-    metrics = _get(f"http://127.0.0.1:{sim.health_port}/metrics")[1]
+    metrics = http_get(local_url(sim.health_port, "/metrics"))[1].decode()
     assert 'jupyter_mig_agent_nvml_operations_total{operation="create",result="ok"}' in metrics
 
 
@@ -414,27 +386,6 @@ def test_refuses_an_invalid_spec(sim: SimNode) -> None:
     wait_for("the invalid spec to be settled", refused, WAIT_S)
     assert sim.condition(c.CONDITION_DEGRADED) == ("True", c.REASON_INVALID_SPEC)
     assert sim.nvml_layout() == {Instance(6, ONE_G)}
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as err:
-        return int(err.code), ""
-    except OSError:
-        return 0, ""
-
-
-def _reconciles(port: int) -> float:
-    """Successful reconcile passes so far, from the agent's /metrics."""
-    text = _get(f"http://127.0.0.1:{port}/metrics")[1]
-    prefix = 'jupyter_mig_agent_reconciles_total{result="ok"} '
-    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
-
-
-def _healthz(port: int) -> int:
-    return _get(f"http://127.0.0.1:{port}/healthz")[0]
 
 
 def test_pod_refresher_replaces_the_device_plugin_pod(sim: SimNode, namespace: str) -> None:

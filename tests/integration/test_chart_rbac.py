@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from chart_render import Chart
+from support.waiting import wait_for
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.cluster import require_crds
@@ -35,14 +36,6 @@ pytestmark = pytest.mark.cluster
 CHART = Chart(Path(__file__).resolve().parents[2] / "controller" / "chart")
 WAIT_S = 30.0
 WORKLOAD_KINDS = ("Deployment", "DaemonSet")
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _status_of(call: Callable[[], Any]) -> int:
@@ -155,8 +148,10 @@ def install(cluster: Any) -> Iterator[Install]:
 
     for crd in crd_manifests():
         _apply(dynamic, crd)
-    _wait("the MigNode CRD to be established and served", lambda: _crd_established(admin))
-    _wait("the API server to serve mignodes", lambda: _served(admin))
+    wait_for(
+        "the MigNode CRD to be established and served", lambda: _crd_established(admin), WAIT_S
+    )
+    wait_for("the API server to serve mignodes", lambda: _served(admin), WAIT_S)
     for name in (namespace, plugin_namespace):
         cluster.create_namespace(name)
     cluster_scoped: list[dict[str, Any]] = []
@@ -203,7 +198,7 @@ def test_admission_policies_type_check_cleanly(install: Install) -> None:
             policy = policies.read_validating_admission_policy(name)
             return bool(policy.status and policy.status.observed_generation)
 
-        _wait(f"type checking of {name}", checked)
+        wait_for(f"type checking of {name}", checked, WAIT_S)
         status = policies.read_validating_admission_policy(name).status
         warnings = status.type_checking.expression_warnings if status.type_checking else None
         assert not warnings, f"{name}: {warnings}"

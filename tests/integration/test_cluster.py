@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from support.waiting import wait_for
 
 from jupyter_mig import cli, devcluster
-from jupyter_mig.devcluster import DevCluster, wait_for
+from jupyter_mig.devcluster import DevCluster
 from jupyter_mig.errors import UserError
 
 pytestmark = pytest.mark.cluster

@@ -12,13 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.net import free_port, http_get, local_url, metric
+from support.processes import STOP_S, stop_process
+from support.waiting import wait_for
 
 from jupyter_mig.api import constants as c
-from jupyter_mig.api.crd import crd_manifests
-from jupyter_mig.devcluster import DevCluster, wait_for
+from jupyter_mig.devcluster import DevCluster
 from jupyter_mig.mig.models import MODELS
 
 kubernetes = pytest.importorskip("kubernetes")
@@ -40,44 +38,7 @@ pytestmark = pytest.mark.cluster
 A100 = MODELS.get("A100-80GB")
 MIGNODES = f"/apis/{c.GROUP}/{c.VERSION}/{c.PLURAL}"
 WAIT_S = 60.0
-STOP_S = 10.0
 TOLERATE_ALL = [{"operator": "Exists"}]  # bare Node objects get not-ready taints
-
-
-def _stop(process: subprocess.Popen[bytes], how: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(how)
-        try:
-            process.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_S)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return int(answer.status), bytes(answer.read())
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except OSError:
-        return 0, b""
-
-
-def _metric(port: int, name: str) -> float | None:
-    status, body = _get(port, "/metrics")
-    if status != 200:
-        return None
-    for line in body.decode().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 @dataclass
@@ -113,7 +74,7 @@ class Harness:
 
     def close(self) -> None:
         for process in self.processes:
-            _stop(process)
+            stop_process(process)
         for name in self.nodes:
             for path in (f"{MIGNODES}/{name}", f"/api/v1/nodes/{name}"):
                 with contextlib.suppress(KubeError):
@@ -137,7 +98,7 @@ class Harness:
         return process
 
     def controller(self, identity: str, *extra: str) -> ControllerProcess:
-        port = _free_port()
+        port = free_port()
         args = [
             "controller", "--kubeconfig", str(self.cluster.kubeconfig),
             "--listen", f"127.0.0.1:{port}", "--identity", identity,
@@ -150,7 +111,7 @@ class Harness:
 
         def ready() -> bool:
             started.alive()
-            return _get(port, "/readyz")[0] == 200
+            return http_get(local_url(port, "/readyz"))[0] == 200
 
         wait_for(f"controller {identity} to be ready", ready, WAIT_S)
         return started
@@ -306,27 +267,6 @@ class Harness:
             raise
 
 
-@pytest.fixture(scope="module")
-def crds(cluster: DevCluster) -> None:
-    """The MigNode CRD, installed once (left installed: other tests share it)."""
-    with cluster.api_client() as api:
-        kube = Kube(api, "integration-test")
-        for manifest in crd_manifests():
-            with contextlib.suppress(KubeError):
-                kube.request(
-                    "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=manifest
-                )
-
-        def established() -> bool:
-            crd = kube.request(
-                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c.CRD_NAME}"
-            )
-            conditions = (crd.get("status") or {}).get("conditions") or []
-            return any(x["type"] == "Established" and x["status"] == "True" for x in conditions)
-
-        wait_for("the MigNode CRD to be established", established, WAIT_S)
-
-
 @pytest.fixture
 def harness(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[Harness]:
     h = Harness(cluster, tmp_path, namespace)
@@ -373,7 +313,7 @@ def test_pending_pods_get_slices_written_and_are_told_once(harness: Harness) -> 
     h.pod("early", {"nvidia.com/mig-1g.10gb": "1"}, tolerations=TOLERATE_ALL)
     wait_for(
         "the controller to see the pod",
-        lambda: _metric(ctl.port, "jupyter_mig_pending_demand") == 1,
+        lambda: metric(ctl.port, "jupyter_mig_pending_demand") == 1,
         WAIT_S,
     )
     assert _generation(h.mignode(node)) == 1 and _spec_gpus(h.mignode(node)) == 0
@@ -401,7 +341,7 @@ def test_pending_pods_get_slices_written_and_are_told_once(harness: Harness) -> 
     h.pod("second", {"nvidia.com/mig-1g.10gb": "1"}, tolerations=TOLERATE_ALL)
     wait_for(
         "the controller to see both pods",
-        lambda: _metric(ctl.port, "jupyter_mig_pending_demand") == 2,
+        lambda: metric(ctl.port, "jupyter_mig_pending_demand") == 2,
         WAIT_S,
     )
     # The agent applies it (the new instance stays free: no kubelet binds the pod here).  The
@@ -471,7 +411,7 @@ def test_capacity_api_answers_from_the_reported_status(harness: Harness) -> None
     h.report(node, [("3g.40gb", 0, "x/busy"), ("1g.10gb", 4, None)])
 
     def profiles() -> dict[str, dict[str, Any]] | None:
-        status, body = _get(ctl.port, "/api/v1/capacity")
+        status, body = http_get(local_url(ctl.port, "/api/v1/capacity"))
         assert status == 200
         models = {m["model"]: m for m in json.loads(body)["models"]}
         if A100.name not in models:
@@ -485,8 +425,8 @@ def test_capacity_api_answers_from_the_reported_status(harness: Harness) -> None
     )
     assert table["1g.10gb"]["creatable"] == 2  # slices 5 and 6 beside the busy half
     assert table["7g.80gb"]["creatable"] == 0  # the busy 3g.40gb is never counted as room
-    assert _get(ctl.port, "/healthz")[0] == 200
-    assert _get(ctl.port, "/nowhere")[0] == 404
+    assert http_get(local_url(ctl.port, "/healthz"))[0] == 200
+    assert http_get(local_url(ctl.port, "/nowhere"))[0] == 404
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,10 +451,10 @@ def test_the_follower_takes_over_when_the_leader_dies(harness: Harness) -> None:
     )
     second = h.controller("second", *election)
     wait_for("the leader to plan the node", lambda: h.settled(node), WAIT_S)
-    assert _metric(first.port, "jupyter_mig_leader") == 1
-    assert _metric(second.port, "jupyter_mig_leader") in (0, None)
-    assert _get(second.port, "/api/v1/capacity")[0] == 200  # followers serve reads
-    assert _metric(second.port, "jupyter_mig_spec_writes_total") is None
+    assert metric(first.port, "jupyter_mig_leader") == 1
+    assert metric(second.port, "jupyter_mig_leader") in (0, None)
+    assert http_get(local_url(second.port, "/api/v1/capacity"))[0] == 200  # followers serve reads
+    assert metric(second.port, "jupyter_mig_spec_writes_total") is None
 
     first.process.kill()  # no chance to hand the lease back
     first.process.wait(STOP_S)
@@ -522,7 +462,7 @@ def test_the_follower_takes_over_when_the_leader_dies(harness: Harness) -> None:
         "the second replica to take over",
         lambda: (
             (h.lease(lease) or {}).get("spec", {}).get("holderIdentity") == "second"
-            and _metric(second.port, "jupyter_mig_leader") == 1
+            and metric(second.port, "jupyter_mig_leader") == 1
         ),
         WAIT_S,
     )
@@ -532,7 +472,7 @@ def test_the_follower_takes_over_when_the_leader_dies(harness: Harness) -> None:
     assert len(_spec_instances(h.mignode(node) or {})) == 1
 
     # A clean shutdown hands the lease back at once.
-    _stop(second.process)
+    stop_process(second.process)
     assert (h.lease(lease) or {}).get("spec", {}).get("holderIdentity") in ("", None)
 
 
@@ -583,5 +523,5 @@ def test_pods_run_on_slices_carved_by_controller_and_agent(harness: Harness) -> 
         ),
         WAIT_S,
     )
-    assert (_metric(ctl.port, "jupyter_mig_pending_to_bound_seconds_count") or 0) >= 3
+    assert (metric(ctl.port, "jupyter_mig_pending_to_bound_seconds_count") or 0) >= 3
     ctl.alive()

@@ -10,10 +10,8 @@ the hub's restart service replaces the pod, with the stages read from the pod's 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,10 +25,12 @@ import pytest
 pytest.importorskip("kubespawner")
 kubernetes = pytest.importorskip("kubernetes")
 
-from test_hub_restart import ADMIN_TOKEN, call, free_port, wait_for  # noqa: E402
+from support.hub import ADMIN_TOKEN, call, write_hub_config  # noqa: E402
+from support.net import free_port  # noqa: E402
+from support.processes import stop_process  # noqa: E402
+from support.waiting import wait_for  # noqa: E402
 
 from jupyter_mig.api import constants as c  # noqa: E402
-from jupyter_mig.api.crd import crd_manifests  # noqa: E402
 from jupyter_mig.devcluster import DevCluster  # noqa: E402
 from jupyter_mig.hub.service import STAGES  # noqa: E402
 
@@ -38,45 +38,8 @@ pytestmark = pytest.mark.cluster
 
 WAIT_S = 180.0
 
-HUB_CONFIG = """
-import sys
-
-from jupyterhub.proxy import Proxy
-
-from jupyter_mig.hub import SliceSettings, configure_hub
-
-
-class RouteTableProxy(Proxy):
-    should_start = False
-    routes = {{}}
-
-    async def add_route(self, routespec, target, data):
-        self.routes[routespec] = {{"routespec": routespec, "target": target, "data": data}}
-
-    async def delete_route(self, routespec):
-        self.routes.pop(routespec, None)
-
-    async def get_all_routes(self):
-        return dict(self.routes)
-
-
-c.JupyterHub.proxy_class = RouteTableProxy
+SPAWNER_CONFIG = """
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {public_port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.JupyterHub.hub_connect_ip = "127.0.0.1"
-c.JupyterHub.db_url = "sqlite:///{tmp}/hub.sqlite"
-c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
-c.JupyterHub.load_roles = [
-    {{"name": "test-admin", "scopes": ["admin:users", "admin:servers", "tokens", "proxy"],
-      "services": ["test-admin"]}}
-]
-
 c.KubeSpawner.namespace = {namespace!r}
 c.KubeSpawner.image = "none"
 # The sim node runs a container's command as a local process on the pod's own 127.x address.
@@ -107,16 +70,6 @@ configure_hub(
     ),
 )
 """
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 class Stack:
@@ -161,35 +114,13 @@ class Stack:
         # The hub (started last) stops its servers first: KubeSpawner deletes their pods, and
         # the sim node must still be there to end their processes.
         for process in reversed(self.processes):
-            stop(process)
+            stop_process(process, timeout=30)
             if process is self.processes[-1]:
                 with contextlib.suppress(TimeoutError):
                     wait_for("the pods to go", lambda: not self.pods(), 60)
         with contextlib.suppress(kubernetes.client.ApiException):
             self.api.delete_node(self.node)
         self.api.api_client.close()
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: DevCluster) -> None:
-    from jupyter_mig.controller.kube import Kube, KubeError
-
-    with cluster.api_client() as api:
-        kube = Kube(api, "integration-test")
-        for manifest in crd_manifests():
-            with contextlib.suppress(KubeError):
-                kube.request(
-                    "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=manifest
-                )
-
-        def established() -> bool:
-            crd = kube.request(
-                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c.CRD_NAME}"
-            )
-            conditions = (crd.get("status") or {}).get("conditions") or []
-            return any(x["type"] == "Established" and x["status"] == "True" for x in conditions)
-
-        wait_for("the MigNode CRD to be established", established, 60)
 
 
 @pytest.fixture
@@ -227,32 +158,21 @@ def stack(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> It
             90,
         )
         (tmp_path / "home").mkdir()
-        (tmp_path / "jupyter-config").mkdir()
-        (tmp_path / "jupyter-config" / "jupyter_server_config.json").write_text(
-            json.dumps({"ServerApp": {"jpserver_extensions": {"jupyter_mig": True}}})
+        files = write_hub_config(
+            tmp_path,
+            SPAWNER_CONFIG,
+            namespace=namespace,
+            suffix=s.suffix,
+            controller_port=controller_port,
         )
-        hub_port, service_port = free_port(), free_port()
-        config = tmp_path / "jupyterhub_config.py"
-        config.write_text(
-            HUB_CONFIG.format(
-                public_port=free_port(),
-                hub_port=hub_port,
-                tmp=tmp_path,
-                admin_token=ADMIN_TOKEN,
-                namespace=namespace,
-                suffix=s.suffix,
-                controller_port=controller_port,
-                service_port=service_port,
-            )
-        )
-        s.hub_api = f"http://127.0.0.1:{hub_port}/hub/api"
+        s.hub_api = files.api
         s.spawn(
             "hub",
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            [sys.executable, "-m", "jupyterhub", "-f", str(files.config)],
             env={"KUBECONFIG": kubeconfig},
         )
         wait_for("the hub", lambda: call(s.hub_api + "/", None)[0] == 200, 90)
-        service = f"http://127.0.0.1:{service_port}/services/jupyter-mig/api/health"
+        service = f"http://127.0.0.1:{files.service_port}/services/jupyter-mig/api/health"
         wait_for("the restart service", lambda: call(service, None)[0] == 200, 60)
         yield s
     finally:
@@ -364,7 +284,7 @@ def test_a_kube_spawned_server_gets_its_slice_and_changes_it(stack: Stack) -> No
 
     try:
         wait_for("the old slice to be released", released, WAIT_S)
-    except AssertionError as err:
+    except TimeoutError as err:
         raise AssertionError(f"{err}; seen {seen}") from None
     status, progress = call(server + "jupyter-mig/api/slice/progress", alice)
     assert status == 200, progress

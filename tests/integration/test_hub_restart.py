@@ -10,17 +10,10 @@ API is the controller's own HTTP server with a fixed capacity.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +24,9 @@ import pytest
 pytest.importorskip("jupyterhub")
 pytest.importorskip("jupyter_server")
 from prometheus_client import CollectorRegistry
+from support.hub import ADMIN_TOKEN, call, write_hub_config
+from support.processes import stop_process, terminate_pid
+from support.waiting import wait_for
 
 from jupyter_mig.controller.capacity import capacity, render_capacity
 from jupyter_mig.controller.http import Endpoints, HttpServer
@@ -38,35 +34,12 @@ from jupyter_mig.mig.models import MODELS
 from jupyter_mig.mig.planner import GpuSnapshot, NodeSnapshot, ObservedInstance
 
 WAIT_S = 120.0
-ADMIN_TOKEN = "jupyter-mig-test-admin-token-0123456789"
 A100 = MODELS.get("A100-80GB")
 
-HUB_CONFIG = """
-import json
-import sys
-
-from jupyterhub.proxy import Proxy
+SPAWNER_CONFIG = """
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 
-from jupyter_mig.hub import SliceSettings, configure_hub
-
 RECORD = {record!r}
-
-
-class RouteTableProxy(Proxy):
-    '''Keeps the routes; the test reaches servers at the addresses registered here.'''
-
-    should_start = False
-    routes = {{}}
-
-    async def add_route(self, routespec, target, data):
-        self.routes[routespec] = {{"routespec": routespec, "target": target, "data": data}}
-
-    async def delete_route(self, routespec):
-        self.routes.pop(routespec, None)
-
-    async def get_all_routes(self):
-        return dict(self.routes)
 
 
 class RecordingSpawner(SimpleLocalProcessSpawner):
@@ -90,24 +63,7 @@ class RecordingSpawner(SimpleLocalProcessSpawner):
         return url
 
 
-c.JupyterHub.proxy_class = RouteTableProxy
 c.JupyterHub.spawner_class = RecordingSpawner
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {public_port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.JupyterHub.db_url = "sqlite:///{tmp}/hub.sqlite"
-c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
-c.JupyterHub.load_roles = [
-    {{
-        "name": "test-admin",
-        "scopes": ["admin:users", "admin:servers", "tokens", "proxy"],
-        "services": ["test-admin"],
-    }}
-]
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.args = ["--allow-root"]  # harmless as another user; needed where tests run as root
 c.Spawner.environment = {{"JUPYTER_CONFIG_DIR": "{tmp}/jupyter-config"}}
@@ -123,42 +79,6 @@ configure_hub(
     ),
 )
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            last = check()
-            if last:
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
-
-
-def call(url: str, token: str | None, method: str = "GET", body: Any = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, method=method, data=None if body is None else json.dumps(body).encode()
-    )
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"token {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, data = response.status, response.read()
-    except urllib.error.HTTPError as err:
-        status, data = err.code, err.read()
-    try:
-        return status, json.loads(data) if data else None
-    except ValueError:
-        return status, data.decode("utf-8", "replace")
 
 
 @dataclass
@@ -217,61 +137,45 @@ def controller_url() -> Iterator[str]:
     server.stop()
 
 
-def stop_process(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, controller_url: str) -> Iterator[Hub]:
     tmp = tmp_path_factory.mktemp("hub")
-    (tmp / "jupyter-config").mkdir()
-    (tmp / "jupyter-config" / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"jupyter_mig": True}}})
-    )
-    hub_port, service_port = free_port(), free_port()
-    config = tmp / "jupyterhub_config.py"
-    config.write_text(
-        HUB_CONFIG.format(
-            record=str(tmp / "starts.jsonl"),
-            unstartable="80gb",
-            public_port=free_port(),
-            hub_port=hub_port,
-            tmp=tmp,
-            admin_token=ADMIN_TOKEN,
-            controller_url=controller_url,
-            service_port=service_port,
-        )
+    files = write_hub_config(
+        tmp,
+        SPAWNER_CONFIG,
+        record=str(tmp / "starts.jsonl"),
+        unstartable="80gb",
+        controller_url=controller_url,
     )
     log = (tmp / "hub.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+        [sys.executable, "-m", "jupyterhub", "-f", str(files.config)],
         cwd=tmp,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     hub = Hub(
-        f"http://127.0.0.1:{hub_port}/hub/api",
-        f"http://127.0.0.1:{service_port}/services/jupyter-mig/",
+        files.api,
+        f"http://127.0.0.1:{files.service_port}/services/jupyter-mig/",
         tmp,
         process,
     )
     try:
-        wait_for("the hub", lambda: process.poll() is None and call(hub.api + "/", None)[0] == 200)
-        wait_for("the restart service", lambda: call(hub.service + "api/health", None)[0] == 200)
+        wait_for(
+            "the hub",
+            lambda: process.poll() is None and call(hub.api + "/", None)[0] == 200,
+            WAIT_S,
+        )
+        wait_for(
+            "the restart service", lambda: call(hub.service + "api/health", None)[0] == 200, WAIT_S
+        )
         yield hub
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # the hub stops its servers and its service
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_process(process, timeout=30)  # the hub stops its servers and its service
         for entry in hub.records():
             if "pid" in entry:
-                stop_process(int(entry["pid"]))
+                terminate_pid(int(entry["pid"]))
         log.close()
         print((tmp / "hub.log").read_text(errors="replace")[-4000:])
 
@@ -280,7 +184,7 @@ def start_server(hub: Hub, user: str) -> str:
     assert hub.admin("POST", f"users/{user}")[0] in (201, 409)
     status, data = hub.admin("POST", f"users/{user}/server")
     assert status in (201, 202), data
-    wait_for(f"{user}'s server", lambda: hub.ready(user))
+    wait_for(f"{user}'s server", lambda: hub.ready(user), WAIT_S)
     return hub.server_url(user)
 
 
@@ -290,7 +194,11 @@ def started(hub: Hub) -> list[dict[str, Any]]:
 
 def restarted(hub: Hub, user: str, starts_before: int) -> dict[str, Any]:
     """Wait for the next start to be recorded and the server to be ready; the new start."""
-    wait_for("the restarted server", lambda: len(started(hub)) > starts_before and hub.ready(user))
+    wait_for(
+        "the restarted server",
+        lambda: len(started(hub)) > starts_before and hub.ready(user),
+        WAIT_S,
+    )
     return started(hub)[-1]
 
 
@@ -374,6 +282,7 @@ def test_a_server_that_never_comes_up_is_rolled_back_to_the_previous_slice(hub: 
             == "rolled-back"
             and r
         ),
+        WAIT_S,
     )
     assert status == 200
     assert "going back to the previous slice (none)" in " ".join(progress["events"])

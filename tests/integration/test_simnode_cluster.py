@@ -5,12 +5,10 @@ after kill -9."""
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +16,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from support.net import http_text
+from support.processes import stop_process
+from support.waiting import wait_for
 
-from jupyter_mig.devcluster import DevCluster, wait_for
+from jupyter_mig.devcluster import DevCluster
 from jupyter_mig.nvml.base import InUse
 from jupyter_mig.nvml.sim import SimNvml
 from jupyter_mig.podresources import client as podresources
@@ -75,13 +76,8 @@ class SimNodeProcess:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+        if self.proc is not None:
+            stop_process(self.proc, timeout=30)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -210,14 +206,6 @@ def pod_gone(core: Any, namespace: str, name: str) -> bool:
     return False
 
 
-def http_get(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
-
-
 def test_node_registers_with_labels_capacity_and_heartbeats(
     cluster: DevCluster, core: Any, sim_nodes: list[SimNodeProcess], workdir: Path
 ) -> None:
@@ -327,11 +315,11 @@ def test_sim_exec_runs_the_command_on_the_pod_ip(
     core.create_namespaced_pod(namespace, body)
     wait_phase(core, sim, namespace, "web", "Running")
     ip = core.read_namespaced_pod("web", namespace).status.pod_ip
-    served = wait_for("the server", lambda: http_get(f"http://{ip}:8000/visible.txt"), 30)
+    served = wait_for("the server", lambda: http_text(f"http://{ip}:8000/visible.txt", 2), 30)
     assert served.split() == [device, "hello"]
 
     sim.kill()  # kill -9: the container keeps running, like a kubelet restart
-    assert http_get(f"http://{ip}:8000/visible.txt")
+    assert http_text(f"http://{ip}:8000/visible.txt", 2)
     sim.start()
     socket = str(sim.state / "pod-resources.sock")
     wait_for(
@@ -344,7 +332,7 @@ def test_sim_exec_runs_the_command_on_the_pod_ip(
 
     core.delete_namespaced_pod("web", namespace)
     wait_for("the pod deleted", lambda: pod_gone(core, namespace, "web"), 30)
-    wait_for("the server stopped", lambda: http_get(f"http://{ip}:8000/") is None, 30)
+    wait_for("the server stopped", lambda: http_text(f"http://{ip}:8000/", 2) is None, 30)
 
 
 def _quiet(call: Any) -> Any:

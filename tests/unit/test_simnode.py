@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import wait_for
 
 from jupyter_mig.nvml.sim import SimNvml, init_state, read_devices
 from jupyter_mig.simnode.devices import node_capacity, read_device_table
@@ -47,13 +47,6 @@ def make_pod(limits: dict[str, str], restart_policy: str = "Always") -> dict[str
         },
         "status": {"phase": "Pending"},
     }
-
-
-def wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_device_requests_are_the_mig_limits() -> None:
@@ -231,7 +224,7 @@ def test_processes_report_exit_codes(tmp_path: Path) -> None:
     pid, start = processes.start(
         [sys.executable, "-c", "import sys; sys.exit(3)"], env, tmp_path, tmp_path / "a.log", done
     )
-    wait_until(lambda: not processes.alive(pid, start))
+    wait_for("the process to end", lambda: not processes.alive(pid, start), 30.0, 0.05)
     assert processes.exit_code(pid, done) == 3
     stopped = tmp_path / "stopped.exit"
     pid, start = processes.start(
@@ -246,7 +239,7 @@ def test_processes_report_exit_codes(tmp_path: Path) -> None:
         assert not Processes().alive(pid, (start or 0) + 1)  # a reused pid is not ours
         assert Processes().alive(pid, start)  # recognised by another sim node process
         processes.terminate(pid, start)
-        wait_until(lambda: not processes.alive(pid, start))
+        wait_for("the process to end", lambda: not processes.alive(pid, start), 30.0, 0.05)
     finally:
         processes.kill(pid, start)
     assert processes.exit_code(pid, stopped) == 143
@@ -272,7 +265,7 @@ def test_reboot_kills_containers_and_forgets_everything(tmp_path: Path) -> None:
             '{"pods": {"u": ' + __import__("json").dumps(record.to_json()) + "}}"
         )
         reboot_state(tmp_path)
-        wait_until(lambda: not processes.alive(pid, start))
+        wait_for("the process to end", lambda: not processes.alive(pid, start), 30.0, 0.05)
     finally:
         processes.kill(pid, start)
     assert not (tmp_path / ALLOCATIONS_FILE).exists()
