@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chart_render import Chart
+from support.kube import events_about
 from support.net import free_port, http_get, local_url
 from support.processes import STOP_S, stop_process
 from support.waiting import wait_for
@@ -802,16 +803,7 @@ class System:
         return next((m for m in self.mignodes() if m["metadata"]["name"] == name), None)
 
     def events(self, pod: str, component: str = c.CONTROLLER_FIELD_MANAGER) -> list[dict[str, Any]]:
-        listed = self.kube.request(
-            "GET",
-            f"/api/v1/namespaces/{self.namespace}/events",
-            query={"fieldSelector": f"involvedObject.name={pod}"},
-        )
-        return [
-            e
-            for e in listed.get("items") or ()
-            if (e.get("source") or {}).get("component") == component
-        ]
+        return events_about(self.kube, self.namespace, pod, component)
 
     def running(self, names: Iterable[str]) -> bool:
         wanted = set(names)

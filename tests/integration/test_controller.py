@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.kube import events_about
 from support.net import free_port, http_get, local_url, metric
 from support.processes import STOP_S, stop_process
 from support.waiting import wait_for
@@ -245,16 +246,7 @@ class Harness:
         return None
 
     def events(self, pod: str) -> list[dict[str, Any]]:
-        listed = self.kube.request(
-            "GET",
-            f"/api/v1/namespaces/{self.namespace}/events",
-            query={"fieldSelector": f"involvedObject.name={pod}"},
-        )
-        return [
-            e
-            for e in listed.get("items") or ()
-            if e.get("source", {}).get("component") == c.CONTROLLER_FIELD_MANAGER
-        ]
+        return events_about(self.kube, self.namespace, pod)
 
     def lease(self, name: str) -> dict[str, Any] | None:
         try:

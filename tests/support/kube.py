@@ -7,6 +7,7 @@ from typing import Any
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.crd import crd_manifests
+from jupyter_mig.kube import Kube
 from support.waiting import wait_for
 
 
@@ -27,3 +28,19 @@ def install_crds(api_client: Any, timeout: float = 60.0) -> None:
         )
 
     wait_for("the MigNode CRD to be established", established, timeout)
+
+
+def events_about(
+    kube: Kube, namespace: str, name: str, component: str = c.CONTROLLER_FIELD_MANAGER
+) -> list[dict[str, Any]]:
+    """The Events about object ``name`` in ``namespace`` that ``component`` reported."""
+    listed = kube.request(
+        "GET",
+        f"/api/v1/namespaces/{namespace}/events",
+        query={"fieldSelector": f"involvedObject.name={name}"},
+    )
+    return [
+        e
+        for e in listed.get("items") or ()
+        if (e.get("source") or {}).get("component") == component
+    ]

@@ -6,13 +6,12 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support.mignode import observed_gpu
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.conditions import condition_is, get_condition, set_condition
 from jupyter_mig.api.mignode import (
-    GpuStatus,
     MigNodeError,
-    ObservedInstance,
     desired_layouts,
     is_interactive,
     is_opted_in,
@@ -93,31 +92,9 @@ def test_new_mignode_is_owned_by_its_node() -> None:
     assert "ownerReferences" not in new_mignode("gpu-node-1")["metadata"]
 
 
-def _observed_gpu(index: int, model: GpuModel, layout: tuple[Instance, ...]) -> GpuStatus:
-    instances = tuple(
-        ObservedInstance(
-            start=inst.start,
-            profile_id=inst.profile_id,
-            profile=model.by_id[inst.profile_id].name,
-            uuid=f"MIG-{index}-{n}",
-            pod=f"ns/pod-{n}" if n % 2 == 0 else None,
-        )
-        for n, inst in enumerate(layout)
-    )
-    return GpuStatus(
-        index=index,
-        uuid=f"GPU-{index}",
-        model_name=model.name,
-        product=model.products[0],
-        mig_enabled=True,
-        model=model,
-        instances=instances,
-    )
-
-
 @pytest.mark.parametrize("model", BUILTIN_MODELS, ids=lambda m: m.name)
 def test_status_round_trip(model: GpuModel) -> None:
-    gpus = [_observed_gpu(i, model, layout) for i, layout in enumerate(_some_layouts(model, 2))]
+    gpus = [observed_gpu(i, model, layout) for i, layout in enumerate(_some_layouts(model, 2))]
     conditions = set_condition([], c.CONDITION_READY, "True", c.REASON_APPLIED)
     obj = {"metadata": {"name": "n"}, "status": render_status(gpus, 3, conditions)}
     status = parse_status(obj)

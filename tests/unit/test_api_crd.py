@@ -6,13 +6,12 @@ import re
 from typing import Any
 
 import pytest
+from support.mignode import observed_gpu
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.conditions import set_condition
 from jupyter_mig.api.crd import crd_manifests, mignode_crd
 from jupyter_mig.api.mignode import (
-    GpuStatus,
-    ObservedInstance,
     new_mignode,
     render_spec,
     render_status,
@@ -111,24 +110,7 @@ def test_everything_the_helpers_write_fits_the_schema(model: GpuModel) -> None:
     layouts = {i: layouts[i] for i in list(layouts)[: c.MAX_GPUS]}
     obj = new_mignode("gpu-node-1", "uid-1", render_spec(layouts, dict.fromkeys(layouts, model)))
     gpus = [
-        GpuStatus(
-            index=index,
-            uuid=f"GPU-{index}",
-            model_name=model.name,
-            product=model.products[0],
-            mig_enabled=True,
-            model=model,
-            instances=tuple(
-                ObservedInstance(
-                    i.start,
-                    i.profile_id,
-                    model.by_id[i.profile_id].name,
-                    f"MIG-{index}-{n}",
-                    "a-namespace/a-pod",
-                )
-                for n, i in enumerate(layout)
-            ),
-        )
+        observed_gpu(index, model, layout, lambda n: "a-namespace/a-pod")
         for index, layout in layouts.items()
     ]
     conditions: list[dict[str, Any]] = []
