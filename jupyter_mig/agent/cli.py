@@ -82,28 +82,12 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--health-port {args.health_port}: expected 0 (off) to 65535")
 
 
-def _api_client(kubeconfig: str | None) -> object:
-    from kubernetes import config
-
-    try:
-        if kubeconfig:
-            return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException as err:
-        where = kubeconfig or "the in-cluster service account"
-        raise UserError(f"cannot load Kubernetes credentials from {where}: {err}") from None
-    from kubernetes import client
-
-    return client.ApiClient()
-
-
 def run(args: argparse.Namespace) -> int:
     _check(args)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    import urllib3
     from kubernetes import client
 
     from jupyter_mig.agent.devices import PodRefresher, PodResourcesView, SimRefresher
@@ -112,13 +96,16 @@ def run(args: argparse.Namespace) -> int:
     from jupyter_mig.agent.metrics import AgentMetrics
     from jupyter_mig.agent.reconcile import DevicePluginRefresher, Reconciler
     from jupyter_mig.agent.runner import Agent, LazyNvml
+    from jupyter_mig.api import constants as c
     from jupyter_mig.api.cluster import require_crds
+    from jupyter_mig.kube import TRANSPORT_ERRORS, Kube, new_api_client
     from jupyter_mig.nvml import open_backend
 
-    api_client = _api_client(args.kubeconfig)
+    api_client = new_api_client(args.kubeconfig)
+    kube = Kube(api_client, c.AGENT_FIELD_MANAGER)
     try:
         require_crds(api_client)
-    except (urllib3.exceptions.HTTPError, OSError) as err:
+    except TRANSPORT_ERRORS as err:
         host = getattr(getattr(api_client, "configuration", None), "host", "?")
         raise UserError(f"cannot reach the Kubernetes API server at {host}: {err}") from None
     refresher: DevicePluginRefresher
@@ -143,10 +130,10 @@ def run(args: argparse.Namespace) -> int:
         refresh_timeout=args.device_plugin_timeout,
     )  # fmt: skip
     agent = Agent(
-        MigNodeClient(api_client, args.node), reconciler, metrics, heartbeat, args.resync,
+        MigNodeClient(kube, args.node), reconciler, metrics, heartbeat, args.resync,
         args.max_backoff,
     )  # fmt: skip
-    watcher = MigNodeWatcher(api_client, args.node, agent.wake.set, agent.stop)
+    watcher = MigNodeWatcher(kube, args.node, agent.wake.set, agent.stop)
 
     def on_signal(signum: int, frame: object) -> None:
         agent.request_stop()

@@ -115,30 +115,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _api_client(kubeconfig: str | None) -> Any:
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    from jupyter_mig.kube import new_api_client
 
-    try:
-        if kubeconfig:
-            if not Path(kubeconfig).is_file():
-                raise UserError(f"--kubeconfig {kubeconfig}: no such file")
-            return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return client.ApiClient()
-        return config.new_client_from_config()  # type: ignore[no-untyped-call]
-    except ConfigException as err:
-        raise UserError(
-            f"cannot load Kubernetes credentials ({err}); pass --kubeconfig FILE"
-        ) from None
+    if kubeconfig and not Path(kubeconfig).is_file():
+        raise UserError(f"--kubeconfig {kubeconfig}: no such file")
+    return new_api_client(kubeconfig)
 
 
 def run(args: argparse.Namespace) -> int:
     from jupyter_mig.api import constants as c
     from jupyter_mig.api.cluster import require_crds
     from jupyter_mig.controller.http import Endpoints, HttpServer
-    from jupyter_mig.controller.kube import TRANSPORT_ERRORS, Kube
     from jupyter_mig.controller.manager import Controller, Settings
+    from jupyter_mig.kube import TRANSPORT_ERRORS, Kube
 
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -24,7 +24,6 @@ from jupyter_mig.controller import events as ev
 from jupyter_mig.controller.batching import Batcher
 from jupyter_mig.controller.capacity import capacity, gpu_layouts, render_capacity
 from jupyter_mig.controller.informer import Informer
-from jupyter_mig.controller.kube import Kube, KubeError
 from jupyter_mig.controller.leader import LeaderElection
 from jupyter_mig.controller.metrics import Metrics
 from jupyter_mig.controller.planning import SpecWrite, assess, decide, planned_nodes
@@ -35,6 +34,7 @@ from jupyter_mig.controller.snapshot import (
     NodeView,
     build_views,
 )
+from jupyter_mig.kube import Kube, KubeError, event_object, post_event
 
 log = logging.getLogger("jupyter_mig.controller")
 
@@ -364,11 +364,7 @@ class Controller:
                 self.ledger.untell(event)
                 continue
             try:
-                self.kube.request(
-                    "POST",
-                    f"/api/v1/namespaces/{event.namespace}/events",
-                    body=event_body(event, self.settings.identity, datetime.now(UTC)),
-                )
+                post_event(self.kube, event_body(event, self.settings.identity, datetime.now(UTC)))
                 self.metrics.events.labels(event.reason).inc()
             except KubeError as err:
                 self.ledger.untell(event)
@@ -419,25 +415,20 @@ def _seconds_between(start: str, end: str) -> float | None:
 
 def event_body(event: ev.PodEvent, identity: str, now: datetime) -> dict[str, Any]:
     """A core/v1 Event about a pod (what ``kubectl describe pod`` shows)."""
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{event.name}.", "namespace": event.namespace},
-        "involvedObject": {
+    return event_object(
+        {
             "apiVersion": "v1",
             "kind": "Pod",
             "namespace": event.namespace,
             "name": event.name,
             "uid": event.uid,
         },
-        "type": event.type,
-        "reason": event.reason,
-        "message": event.message,
-        "count": 1,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "source": {"component": c.CONTROLLER_FIELD_MANAGER},
-        "reportingComponent": f"{c.GROUP}/controller",
-        "reportingInstance": identity[:128],
-    }
+        type=event.type,
+        reason=event.reason,
+        message=event.message,
+        component=f"{c.GROUP}/controller",
+        source_component=c.CONTROLLER_FIELD_MANAGER,
+        instance=identity,
+        action="Plan",
+        now=now,
+    )

@@ -23,10 +23,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from jupyter_mig.api import constants as c
+from jupyter_mig.kube import (
+    MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    Kube,
+    KubeError,
+    ListWatch,
+    new_api_client,
+)
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.nvml import sim
 from jupyter_mig.podresources.client import DeviceAssignment
-from jupyter_mig.simnode import kube
 from jupyter_mig.simnode.devices import DeviceTable, node_capacity, read_device_table
 from jupyter_mig.simnode.devices import refresh_stamp as read_refresh_stamp
 from jupyter_mig.simnode.pods import (
@@ -124,14 +131,10 @@ class SimNode:
     """A simulated node; :meth:`start` brings it up, :meth:`stop` ends its threads."""
 
     def __init__(self, config: NodeConfig, kubeconfig: str) -> None:
-        from kubernetes import client
-
         self.config = config
         self.dir = config.state_dir
-        self._api = kube.new_api_client(kubeconfig)
-        # Any: the sim node sends plain dicts, which the generated signatures do not admit.
-        self._core: Any = client.CoreV1Api(self._api)
-        self._leases: Any = client.CoordinationV1Api(self._api)
+        self._api = new_api_client(kubeconfig)
+        self._kube = Kube(self._api, field_manager=None)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._devices_read = threading.Event()  # the device plugin has registered its devices
@@ -231,31 +234,22 @@ class SimNode:
 
     def _register(self) -> None:
         labels = self.config.node_labels()
-        try:
-            node = kube.body(
-                self._core.read_node(
-                    self.config.name, _preload_content=False, _request_timeout=kube.TIMEOUT
-                )
-            )
-        except Exception as err:
-            if not kube.is_status(err, 404):
-                raise
-            node = kube.body(
-                self._core.create_node(
-                    {"metadata": {"name": self.config.name, "labels": labels}},
-                    _preload_content=False,
-                    _request_timeout=kube.TIMEOUT,
-                )
+        node = self._kube.get(self._node_path())
+        if node is None:
+            node = self._kube.request(
+                "POST",
+                "/api/v1/nodes",
+                body={"metadata": {"name": self.config.name, "labels": labels}},
             )
             log.info("%s: registered the Node", self.config.name)
         else:
             current = node["metadata"].get("labels") or {}
             if any(current.get(k) != v for k, v in labels.items()):
-                self._core.patch_node(
-                    self.config.name,
-                    {"metadata": {"labels": labels}},
-                    _content_type=kube.STRATEGIC,
-                    _request_timeout=kube.TIMEOUT,
+                self._kube.request(
+                    "PATCH",
+                    self._node_path(),
+                    body={"metadata": {"labels": labels}},
+                    content_type=STRATEGIC_MERGE_PATCH,
                 )
         self._node_uid = node["metadata"]["uid"]
         status = node.get("status") or {}
@@ -300,12 +294,15 @@ class SimNode:
             ]
         }
 
+    def _node_path(self) -> str:
+        return f"/api/v1/nodes/{self.config.name}"
+
     def _patch_node_status(self, status: Mapping[str, Any]) -> None:
-        self._core.patch_node_status(
-            self.config.name,
-            {"status": status},
-            _content_type=kube.STRATEGIC,
-            _request_timeout=kube.TIMEOUT,
+        self._kube.request(
+            "PATCH",
+            f"{self._node_path()}/status",
+            body={"status": status},
+            content_type=STRATEGIC_MERGE_PATCH,
         )
 
     def _heartbeat(self) -> None:
@@ -313,8 +310,8 @@ class SimNode:
             self._register()
         try:
             self._patch_node_status(self._ready_status())
-        except Exception as err:
-            if not kube.is_status(err, 404):
+        except KubeError as err:
+            if err.status != 404:
                 raise
             self._node_uid = None  # the Node was deleted: register again on the next beat
             return
@@ -327,16 +324,16 @@ class SimNode:
             "leaseDurationSeconds": LEASE_SECONDS,
             "renewTime": renew,
         }
+        leases = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
         try:
-            self._leases.patch_namespaced_lease(
-                self.config.name,
-                LEASE_NAMESPACE,
-                {"spec": spec},
-                _content_type=kube.MERGE,
-                _request_timeout=kube.TIMEOUT,
+            self._kube.request(
+                "PATCH",
+                f"{leases}/{self.config.name}",
+                body={"spec": spec},
+                content_type=MERGE_PATCH,
             )
-        except Exception as err:
-            if not kube.is_status(err, 404):
+        except KubeError as err:
+            if err.status != 404:
                 raise
             owner = {
                 "apiVersion": "v1",
@@ -344,20 +341,19 @@ class SimNode:
                 "name": self.config.name,
                 "uid": self._node_uid,
             }
-            self._leases.create_namespaced_lease(
-                LEASE_NAMESPACE,
-                {"metadata": {"name": self.config.name, "ownerReferences": [owner]}, "spec": spec},
-                _request_timeout=kube.TIMEOUT,
+            self._kube.request(
+                "POST",
+                leases,
+                body={
+                    "metadata": {"name": self.config.name, "ownerReferences": [owner]},
+                    "spec": spec,
+                },
             )
 
     def _refresh_devices(self) -> None:
         """Re-read simulated NVML and advertise its MIG devices as Node capacity."""
         table = read_device_table(self.dir)
-        node = kube.body(
-            self._core.read_node(
-                self.config.name, _preload_content=False, _request_timeout=kube.TIMEOUT
-            )
-        )
+        node = self._kube.request("GET", self._node_path())
         on_node = (node.get("status") or {}).get("capacity") or {}
         capacity = node_capacity(table, on_node, self.config.base_capacity())
         with self._lock:  # known to the kubelet before the scheduler can place pods on them
@@ -459,31 +455,20 @@ class SimNode:
         while not self._devices_read.wait(0.5):
             if self._stopping.is_set():
                 return
-        backoff = 1.0
-        while not self._stopping.is_set():
-            try:
-                resource_version = self._relist()
-                resync_at = time.monotonic() + self.config.resync_interval
-                while not self._stopping.is_set() and time.monotonic() < resync_at:
-                    for kind, pod in kube.watch_pods(
-                        self._core, self.config.name, resource_version, self.config.watch_timeout
-                    ):
-                        resource_version = pod["metadata"]["resourceVersion"]
-                        if kind != "BOOKMARK":
-                            self._handle(kind, pod)
-                        if self._stopping.is_set():
-                            return
-                backoff = 1.0
-            except kube.Gone:
-                log.info("%s: watch expired, listing again", self.config.name)
-            except Exception as err:
-                log.warning("%s: pod watch failed: %s", self.config.name, err)
-                if self._wait(backoff):
-                    return
-                backoff = min(backoff * 2, 10.0)
+        ListWatch(
+            self._kube,
+            "/api/v1/pods",
+            query={"fieldSelector": f"spec.nodeName={self.config.name}"},
+            on_list=self._relist,
+            on_event=self._handle,
+            stop=self._stopping,
+            resync=self.config.resync_interval,
+            watch_seconds=(self.config.watch_timeout, self.config.watch_timeout),
+            max_backoff=10.0,
+            name=f"{self.config.name}: pods",
+        ).run()
 
-    def _relist(self) -> str:
-        pods, resource_version = kube.list_pods(self._core, self.config.name)
+    def _relist(self, pods: list[dict[str, Any]]) -> None:
         with self._lock:
             self._pods = {pod["metadata"]["uid"]: pod for pod in pods}
             for pod in pods:
@@ -491,7 +476,6 @@ class SimNode:
             for uid in list(self._records):
                 if uid not in self._pods:
                     self._begin_stopping(uid, grace=0.0)
-        return resource_version
 
     def _handle(self, kind: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
@@ -527,15 +511,14 @@ class SimNode:
             self._mark_busy()
         if status_differs(pod.get("status") or {}, desired):
             try:
-                self._core.patch_namespaced_pod_status(
-                    meta["name"],
-                    meta["namespace"],
-                    {"status": desired},
-                    _content_type=kube.STRATEGIC,
-                    _request_timeout=kube.TIMEOUT,
+                self._kube.request(
+                    "PATCH",
+                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                    body={"status": desired},
+                    content_type=STRATEGIC_MERGE_PATCH,
                 )
-            except Exception as err:
-                if not kube.is_status(err, 404):
+            except KubeError as err:
+                if err.status != 404:
                     raise
 
     def _admit(self, pod: Mapping[str, Any]) -> PodRecord:
@@ -645,14 +628,13 @@ class SimNode:
         """The kubelet's last word on a terminating pod: delete it for good."""
         meta = pod["metadata"]
         try:
-            self._core.delete_namespaced_pod(
-                meta["name"],
-                meta["namespace"],
+            self._kube.request(
+                "DELETE",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                 body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
-                _request_timeout=kube.TIMEOUT,
             )
-        except Exception as err:
-            if not kube.is_status(err, 404, 409):
+        except KubeError as err:
+            if err.status not in (404, 409):
                 raise
 
 

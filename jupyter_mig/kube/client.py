@@ -1,22 +1,56 @@
 """A small JSON client for the Kubernetes API on top of ``kubernetes.client.ApiClient``.
 
-The controller works on plain dicts (the API's own JSON), so it talks REST directly: the
-generated model classes would only be converted back and forth.  The ``ApiClient`` still does
-what it is good at — kubeconfig and in-cluster credentials, TLS, token refresh.  Every request
-has a timeout.
+The controller, the agent and the sim node work on plain dicts (the API's own JSON), so they
+talk REST directly: the generated model classes would only be converted back and forth.  The
+``ApiClient`` still does what it is good at — kubeconfig and in-cluster credentials, TLS, token
+refresh.  Every request has a timeout: ``(CONNECT_TIMEOUT_S, read)``, the read part
+``REQUEST_TIMEOUT_S`` unless a caller says otherwise, and a watch's the server-side
+``timeoutSeconds`` plus ``WATCH_GRACE_S``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import urllib3.exceptions
 from kubernetes.client import ApiClient
 
+from jupyter_mig.errors import UserError
+
 #: Errors a request can fail with besides an HTTP status (connection refused, reset, timeout).
 TRANSPORT_ERRORS = (OSError, urllib3.exceptions.HTTPError)
+
+CONNECT_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 30.0
+#: How much longer than its server-side ``timeoutSeconds`` a watch may stay silent.
+WATCH_GRACE_S = 15.0
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+
+def new_api_client(kubeconfig: str | None) -> Any:
+    """Credentials from ``kubeconfig`` when given; else in-cluster (inside a pod), else the
+    default kubeconfig.  A :class:`UserError` names what could not be loaded."""
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        if kubeconfig:
+            return config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return ApiClient()
+        return config.new_client_from_config()  # type: ignore[no-untyped-call]
+    except ConfigException as err:
+        where = kubeconfig or "the in-cluster service account or the default kubeconfig"
+        raise UserError(
+            f"cannot load Kubernetes credentials from {where} ({err}); pass --kubeconfig FILE"
+        ) from None
 
 
 class KubeError(Exception):
@@ -33,18 +67,26 @@ class Gone(KubeError):
     """410: the resourceVersion is too old to watch from; list again."""
 
 
+def status_error(status: int, reason: str, message: str) -> KubeError:
+    """The error for an API status: :class:`Gone` for 410, else :class:`KubeError`."""
+    kind = Gone if status == 410 else KubeError
+    return kind(status, reason, message)
+
+
 def _error(status: int, data: bytes) -> KubeError:
     try:
         body = json.loads(data)
         reason, message = str(body.get("reason", "")), str(body.get("message", ""))
     except (ValueError, AttributeError):
         reason, message = "", data[:200].decode("utf-8", "replace")
-    kind = Gone if status == 410 else KubeError
-    return kind(status, reason, message)
+    return status_error(status, reason, message)
 
 
 class Kube:
-    def __init__(self, api_client: ApiClient, field_manager: str) -> None:
+    """Requests and watches on plain dicts.  ``field_manager`` (when given) names this client in
+    ``managedFields`` of what it creates and patches."""
+
+    def __init__(self, api_client: ApiClient, field_manager: str | None) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
 
@@ -55,16 +97,16 @@ class Kube:
         query: Mapping[str, str] | None,
         body: Any,
         content_type: str,
-        timeout: float | tuple[float, float],
+        timeout: tuple[float, float],
     ) -> Any:
         params = list((query or {}).items())
-        if method in ("POST", "PUT", "PATCH"):
+        if method in ("POST", "PUT", "PATCH") and self.field_manager:
             params.append(("fieldManager", self.field_manager))
         request = self.api_client.param_serialize(
             method=method,
             resource_path=path,
             query_params=params,
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            header_params={"Accept": JSON, "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -77,12 +119,14 @@ class Kube:
         *,
         query: Mapping[str, str] | None = None,
         body: Any = None,
-        content_type: str = "application/json",
-        timeout: float = 30.0,
+        content_type: str = JSON,
+        timeout: float = REQUEST_TIMEOUT_S,
     ) -> dict[str, Any]:
         """One request; the decoded JSON answer, or :class:`KubeError`."""
         try:
-            response = self._send(method, path, query, body, content_type, timeout)
+            response = self._send(
+                method, path, query, body, content_type, (CONNECT_TIMEOUT_S, timeout)
+            )
             data = response.data
         except TRANSPORT_ERRORS as err:
             raise KubeError(0, type(err).__name__, str(err)) from err
@@ -91,6 +135,15 @@ class Kube:
         result: dict[str, Any] = json.loads(data) if data else {}
         return result
 
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``, or None when it does not exist (404)."""
+        try:
+            return self.request("GET", path)
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
     def watch(
         self, path: str, query: Mapping[str, str], timeout_seconds: int
     ) -> Iterator[dict[str, Any]]:
@@ -98,8 +151,9 @@ class Kube:
         params = {**query, "watch": "true", "timeoutSeconds": str(timeout_seconds)}
         try:
             response = self._send(
-                "GET", path, params, None, "application/json", (10.0, timeout_seconds + 15.0)
-            )
+                "GET", path, params, None, JSON,
+                (CONNECT_TIMEOUT_S, timeout_seconds + WATCH_GRACE_S),
+            )  # fmt: skip
         except TRANSPORT_ERRORS as err:
             raise KubeError(0, type(err).__name__, str(err)) from err
         try:
