@@ -25,6 +25,7 @@ from jupyter_mig.controller.batching import Batcher
 from jupyter_mig.controller.capacity import capacity, gpu_layouts, render_capacity
 from jupyter_mig.controller.informer import Informer
 from jupyter_mig.controller.leader import LeaderElection
+from jupyter_mig.controller.lease import LeaseKeeper
 from jupyter_mig.controller.metrics import Metrics
 from jupyter_mig.controller.planning import SpecWrite, assess, decide, planned_nodes
 from jupyter_mig.controller.selection import PendingPod, is_candidate, meta, pending_pod
@@ -67,8 +68,13 @@ class Controller:
         self._dirty = threading.Event()
         self.batcher = Batcher(settings.batch_idle, settings.batch_max)
         self.ledger = ev.EventLedger()
-        self.election = (
-            LeaderElection(settings.identity, settings.lease_duration, settings.renew_deadline)
+        self.lease = (
+            LeaseKeeper(
+                kube,
+                LeaderElection(settings.identity, settings.lease_duration, settings.renew_deadline),
+                settings.lease_name,
+                settings.lease_namespace,
+            )
             if settings.leader_elect
             else None
         )
@@ -102,7 +108,7 @@ class Controller:
         for inf in self.informers:
             inf.start()
         self._spawn(self._loop, "planner")
-        if self.election is not None:
+        if self.lease is not None:
             self._spawn(self._elect, "leader-election")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -150,17 +156,13 @@ class Controller:
     # -- leadership ---------------------------------------------------------------------------
 
     def is_leader(self) -> bool:
-        return self.election is None or self.election.is_leader(time.monotonic())
-
-    def _lease_path(self, name: str = "") -> str:
-        base = f"/apis/coordination.k8s.io/v1/namespaces/{self.settings.lease_namespace}/leases"
-        return f"{base}/{name}" if name else base
+        return self.lease is None or self.lease.is_leader()
 
     def _elect(self) -> None:
-        assert self.election is not None
+        assert self.lease is not None
         elected = False
         while not self.stop_event.is_set():
-            self._try_lease()
+            self.lease.renew()
             leading = self.is_leader()
             if leading != elected:
                 elected = leading
@@ -172,57 +174,7 @@ class Controller:
                 )
                 self._dirty.set()
             self.stop_event.wait(self.settings.retry_period)
-        self._release_lease()
-
-    def _try_lease(self) -> None:
-        assert self.election is not None
-        name = self.settings.lease_name
-        timeout = max(1.0, self.settings.renew_deadline / 2)
-        try:
-            try:
-                lease: dict[str, Any] | None = self.kube.request(
-                    "GET", self._lease_path(name), timeout=timeout
-                )
-            except KubeError as err:
-                if err.status != 404:
-                    raise
-                lease = None
-            now = time.monotonic()
-            current = lease.get("spec") if lease is not None else None
-            wanted = self.election.desired(current, now, datetime.now(UTC))
-            if wanted is None:
-                return
-            metadata: dict[str, Any] = {"name": name, "namespace": self.settings.lease_namespace}
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": metadata,
-                "spec": wanted,
-            }
-            if lease is None:
-                self.kube.request("POST", self._lease_path(), body=body, timeout=timeout)
-            else:
-                metadata["resourceVersion"] = lease["metadata"]["resourceVersion"]
-                self.kube.request("PUT", self._lease_path(name), body=body, timeout=timeout)
-            self.election.landed(wanted, now)
-        except KubeError as err:
-            log.info("lease %s: %s", name, err)
-
-    def _release_lease(self) -> None:
-        assert self.election is not None
-        if not self.election.is_leader(time.monotonic()):
-            return
-        self.election.step_down()
-        name = self.settings.lease_name
-        try:
-            lease = self.kube.request("GET", self._lease_path(name), timeout=5.0)
-            if (lease.get("spec") or {}).get("holderIdentity") != self.settings.identity:
-                return
-            lease["spec"] = self.election.released(datetime.now(UTC))
-            self.kube.request("PUT", self._lease_path(name), body=lease, timeout=5.0)
-            log.info("released the lease %s/%s", self.settings.lease_namespace, name)
-        except KubeError as err:
-            log.info("could not release the lease %s: %s", name, err)
+        self.lease.release()
 
     # -- the planning loop ------------------------------------------------------------------
 
