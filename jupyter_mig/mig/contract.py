@@ -1,4 +1,4 @@
-"""The planner's JSON contract (ARCHITECTURE.md): parse and check input, render output.
+"""The planner's JSON contract (docs/planner.md): parse and check input, render output.
 
 Every problem is reported as one line that names the field, e.g.
 ``pending[2].requests["0gb"]: a GPU slice size must be positive``.
