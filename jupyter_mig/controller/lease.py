@@ -39,14 +39,7 @@ class LeaseKeeper:
         """One attempt to take or renew the Lease; a failure only means not renewed this time."""
         timeout = max(1.0, self.election.renew_deadline / 2)
         try:
-            try:
-                lease: dict[str, Any] | None = self.kube.request(
-                    "GET", self._path(self.name), timeout=timeout
-                )
-            except KubeError as err:
-                if err.status != 404:
-                    raise
-                lease = None
+            lease = self.kube.get(self._path(self.name), timeout=timeout)
             now = time.monotonic()
             current = lease.get("spec") if lease is not None else None
             wanted = self.election.desired(current, now, datetime.now(UTC))

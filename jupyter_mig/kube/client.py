@@ -135,10 +135,19 @@ class Kube:
         result: dict[str, Any] = json.loads(data) if data else {}
         return result
 
-    def get(self, path: str) -> dict[str, Any] | None:
+    def get(self, path: str, timeout: float = REQUEST_TIMEOUT_S) -> dict[str, Any] | None:
         """The object at ``path``, or None when it does not exist (404)."""
         try:
-            return self.request("GET", path)
+            return self.request("GET", path, timeout=timeout)
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def patch(self, path: str, body: Any, content_type: str) -> dict[str, Any] | None:
+        """Patch the object at ``path``; None when it does not exist (404)."""
+        try:
+            return self.request("PATCH", path, body=body, content_type=content_type)
         except KubeError as err:
             if err.status == 404:
                 return None

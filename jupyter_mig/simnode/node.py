@@ -325,16 +325,7 @@ class SimNode:
             "renewTime": renew,
         }
         leases = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
-        try:
-            self._kube.request(
-                "PATCH",
-                f"{leases}/{self.config.name}",
-                body={"spec": spec},
-                content_type=MERGE_PATCH,
-            )
-        except KubeError as err:
-            if err.status != 404:
-                raise
+        if self._kube.patch(f"{leases}/{self.config.name}", {"spec": spec}, MERGE_PATCH) is None:
             owner = {
                 "apiVersion": "v1",
                 "kind": "Node",
@@ -510,16 +501,8 @@ class SimNode:
             self._save()
             self._mark_busy()
         if status_differs(pod.get("status") or {}, desired):
-            try:
-                self._kube.request(
-                    "PATCH",
-                    f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
-                    body={"status": desired},
-                    content_type=STRATEGIC_MERGE_PATCH,
-                )
-            except KubeError as err:
-                if err.status != 404:
-                    raise
+            path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
+            self._kube.patch(path, {"status": desired}, STRATEGIC_MERGE_PATCH)
 
     def _admit(self, pod: Mapping[str, Any]) -> PodRecord:
         meta = pod["metadata"]
