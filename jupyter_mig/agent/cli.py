@@ -15,7 +15,11 @@ SIM_SOCKET = "pod-resources.sock"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config)")
+    parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG or "
+        "~/.kube/config)",
+    )
     parser.add_argument(
         "--node",
         default=os.environ.get("NODE_NAME"),
