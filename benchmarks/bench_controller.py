@@ -193,7 +193,7 @@ def _wait(what: str, probe: Any, timeout: float) -> Any:
 def cluster(args: argparse.Namespace) -> None:
     from kubernetes import config
 
-    from jupyter_mig.kube import Kube, KubeError
+    from jupyter_mig.kube.client import Kube, KubeError
 
     kube = Kube(config.new_client_from_config(config_file=args.kubeconfig), "bench")  # type: ignore[no-untyped-call]
     run = uuid.uuid4().hex[:6]

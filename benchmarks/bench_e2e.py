@@ -47,7 +47,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 from e2e_harness import E2E_VALUES, MIGNODES, System, install_release, uninstall_release  # noqa: E402
 
 from jupyter_mig import devcluster  # noqa: E402
-from jupyter_mig.kube import Kube, KubeError  # noqa: E402
+from jupyter_mig.kube.client import Kube, KubeError  # noqa: E402
 
 PROFILE_MIX = (("1g.10gb", 0.5), ("2g.20gb", 0.2), ("3g.40gb", 0.15), ("1g.20gb", 0.15))
 

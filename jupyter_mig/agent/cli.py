@@ -9,17 +9,14 @@ import signal
 from pathlib import Path
 
 from jupyter_mig.errors import UserError
+from jupyter_mig.kube.options import add_kubeconfig_argument
 
 KUBELET_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 SIM_SOCKET = "pod-resources.sock"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--kubeconfig",
-        help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG or "
-        "~/.kube/config)",
-    )
+    add_kubeconfig_argument(parser)
     parser.add_argument(
         "--node",
         default=os.environ.get("NODE_NAME"),
@@ -102,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from jupyter_mig.agent.runner import Agent, LazyNvml
     from jupyter_mig.api import constants as c
     from jupyter_mig.api.cluster import require_crds
-    from jupyter_mig.kube import TRANSPORT_ERRORS, Kube, new_api_client
+    from jupyter_mig.kube.client import TRANSPORT_ERRORS, Kube, new_api_client
     from jupyter_mig.nvml import open_backend
 
     api_client = new_api_client(args.kubeconfig)

@@ -14,7 +14,9 @@ from typing import Any
 
 from jupyter_mig.agent.reconcile import Event
 from jupyter_mig.api import constants as c
-from jupyter_mig.kube import MERGE_PATCH, Kube, KubeError, ListWatch, event_object, post_event
+from jupyter_mig.kube.client import MERGE_PATCH, Kube, KubeError
+from jupyter_mig.kube.events import event_object, post_event
+from jupyter_mig.kube.watch import ListWatch
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_mig.errors import UserError
+from jupyter_mig.kube.options import add_kubeconfig_argument
 
 _DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -44,11 +45,7 @@ def _default_namespace() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--kubeconfig",
-        help="kubeconfig file (default: in-cluster service account, else $KUBECONFIG or "
-        "~/.kube/config)",
-    )
+    add_kubeconfig_argument(parser)
     parser.add_argument(
         "--listen",
         type=listen_address,
@@ -115,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _api_client(kubeconfig: str | None) -> Any:
-    from jupyter_mig.kube import new_api_client
+    from jupyter_mig.kube.client import new_api_client
 
     if kubeconfig and not Path(kubeconfig).is_file():
         raise UserError(f"--kubeconfig {kubeconfig}: no such file")
@@ -127,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from jupyter_mig.api.cluster import require_crds
     from jupyter_mig.controller.http import Endpoints, HttpServer
     from jupyter_mig.controller.manager import Controller, Settings
-    from jupyter_mig.kube import TRANSPORT_ERRORS, Kube
+    from jupyter_mig.kube.client import TRANSPORT_ERRORS, Kube
 
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -10,7 +10,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jupyter_mig.kube import Kube, ListWatch
+from jupyter_mig.kube.client import Kube
+from jupyter_mig.kube.watch import ListWatch
 
 
 def object_key(obj: Mapping[str, Any]) -> str:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jupyter_mig.controller.leader import LeaderElection
-from jupyter_mig.kube import Kube, KubeError
+from jupyter_mig.kube.client import Kube, KubeError
 
 log = logging.getLogger("jupyter_mig.controller")
 

@@ -35,7 +35,8 @@ from jupyter_mig.controller.snapshot import (
     NodeView,
     build_views,
 )
-from jupyter_mig.kube import Kube, KubeError, event_object, post_event
+from jupyter_mig.kube.client import Kube, KubeError
+from jupyter_mig.kube.events import event_object, post_event
 
 log = logging.getLogger("jupyter_mig.controller")
 

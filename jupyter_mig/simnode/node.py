@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from jupyter_mig.api import constants as c
-from jupyter_mig.kube import (
+from jupyter_mig.kube.client import (
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     Kube,
     KubeError,
-    ListWatch,
     new_api_client,
 )
+from jupyter_mig.kube.watch import ListWatch
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.nvml import sim
 from jupyter_mig.podresources.client import DeviceAssignment

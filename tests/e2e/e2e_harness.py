@@ -49,7 +49,7 @@ from support.waiting import wait_for
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.crd import crd_manifests
 from jupyter_mig.devcluster import DevCluster, port_free
-from jupyter_mig.kube import Kube, KubeError
+from jupyter_mig.kube.client import Kube, KubeError
 from jupyter_mig.mig.contract import parse_input
 from jupyter_mig.mig.layout import Instance, layout_errors
 from jupyter_mig.mig.models import MODELS

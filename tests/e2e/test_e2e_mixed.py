@@ -15,7 +15,7 @@ import pytest
 from e2e_harness import System
 
 from jupyter_mig.api import constants as c
-from jupyter_mig.kube import KubeError
+from jupyter_mig.kube.client import KubeError
 from jupyter_mig.mig.models import MODELS
 
 pytestmark = pytest.mark.cluster

@@ -32,7 +32,7 @@ from jupyter_mig.devcluster import DevCluster
 from jupyter_mig.mig.models import MODELS
 
 kubernetes = pytest.importorskip("kubernetes")
-from jupyter_mig.kube import Kube, KubeError  # noqa: E402
+from jupyter_mig.kube.client import Kube, KubeError  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 

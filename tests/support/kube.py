@@ -7,7 +7,7 @@ from typing import Any
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.crd import crd_manifests
-from jupyter_mig.kube import Kube
+from jupyter_mig.kube.client import Kube
 from support.waiting import wait_for
 
 

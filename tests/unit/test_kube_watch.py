@@ -10,8 +10,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jupyter_mig.kube import Gone, KubeError, ListWatch
+from jupyter_mig.kube.client import Gone, KubeError
 from jupyter_mig.kube.events import event_object
+from jupyter_mig.kube.watch import ListWatch
 
 
 def _pod(name: str, version: str) -> dict[str, Any]:
