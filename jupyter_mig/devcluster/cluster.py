@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from jupyter_mig.devcluster.common import KUBERNETES_VERSION
 from jupyter_mig.devcluster.pki import (
@@ -23,8 +23,6 @@ from jupyter_mig.devcluster.pki import (
     write_private,
 )
 from jupyter_mig.devcluster.processes import alive, refers_to
-
-_T = TypeVar("_T")
 
 
 @dataclass
