@@ -159,8 +159,8 @@ class SlicePolicy:
     """What the hub admin permits: a menu of sizes and a maximum (any of several caps).
 
     ``sizes`` empty: every plain size the cluster's models offer.  ``maximum`` empty: no cap.
-    A profile on a model is permitted when some menu size resolves to it there and it is no
-    larger (memory and compute) than what some cap resolves to there.
+    A profile on a model is permitted when some menu size resolves to it there and it fits
+    under some cap (:func:`within_cap`: caps never round up to the next profile).
     """
 
     sizes: tuple[str, ...] = ()
