@@ -17,7 +17,9 @@ API under the service prefix (``/services/jupyter-mig/``):
 
 - ``POST api/restart`` ``{"server_name": "", "gpu_slice": "10gb" | null, "timeout": 600}``
   → 202 and the restart record; 400/403 with a message when the size is refused; 409 when the
-  server is not running or a restart is already under way; 503 when the controller is unreachable.
+  server is not running or a restart is already under way; 429 (with ``Retry-After``) past the
+  user's slice changes per period; 503 when the controller is unreachable or the hub runs its
+  most restarts at once.  The token needs ``servers!server=<user>/<name>``.
 - ``GET api/restart?server_name=`` → the latest restart record of that server, or 404.
 - ``GET api/health`` → ``{"ok": true}`` (no authentication).
 """
@@ -36,6 +38,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from jupyter_mig.api.slices import (
@@ -485,9 +488,8 @@ class _ApiHandler(web.RequestHandler):
         self.caller: dict[str, Any] = {}
 
     def data_received(self, chunk: bytes) -> None:
-        """Collect the body into ``request.body``, as tornado does for non-streaming handlers."""
-        if len(self.request.body) + len(chunk) > MAX_BODY:
-            raise self.fail(413, f"the request body is larger than {MAX_BODY} bytes")
+        """Collect the body into ``request.body``, as tornado does for non-streaming handlers
+        (at most :data:`MAX_BODY`: tornado closes the connection beyond it)."""
         self.request.body += chunk
 
     def check_xsrf_cookie(self) -> None:
@@ -505,6 +507,8 @@ class _ApiHandler(web.RequestHandler):
         return _Refusal(status, message.replace("%", "%%"), retry_after)
 
     async def prepare(self) -> None:
+        if isinstance(self.request.connection, HTTP1Connection):
+            self.request.connection.set_max_body_size(MAX_BODY)  # whatever the server's limit
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() not in ("token", "bearer") or not token.strip():

@@ -156,6 +156,19 @@ def test_an_unknown_token_is_refused_before_the_body_too(service: tuple[int, Tok
     assert auth.lookups == 1
 
 
+@pytest.mark.parametrize("service", [{"max_body_size": 100 * 1024 * 1024}], indirect=True)
+def test_a_body_over_the_limit_is_refused_even_with_a_valid_token(
+    service: tuple[int, TokenCheck],
+) -> None:
+    port, _ = service
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as conn:
+        body = json.dumps({"server_name": "", "gpu_slice": "10gb", "pad": "x" * MAX_BODY})
+        conn.sendall(post_headers(len(body), token="server-token"))
+        conn.sendall(body.encode())
+        answer = read_until_closed(conn)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+
+
 def test_restarting_takes_servers_not_only_access(service: tuple[int, TokenCheck]) -> None:
     port, _ = service
     status, _, body = post(port, "access-only")
