@@ -6,7 +6,8 @@ token when it stops, so the start that must follow has to come from something th
 server and holds its own token.  This JupyterHub service does both halves with its own token
 (role: ``servers``, ``read:users:name``, ``read:users:groups``) and only for the caller's own
 server: the caller authenticates with its server token, which needs
-``access:services!service=jupyter-mig`` (see :func:`jupyter_mig.hub.config.configure_hub`).
+``access:services!service=jupyter-mig`` and ``servers!server`` (see
+:func:`jupyter_mig.hub.config.configure_hub`).
 
 It validates the size before stopping anything (so a refusal leaves the server running), stops,
 starts with the new ``user_options``, follows the hub's progress stream (KubeSpawner relays the
