@@ -195,9 +195,9 @@ class SliceOptions:
         others = []
         for other in getattr(spawner.user, "spawners", {}).values():
             if other is not spawner and other.active:
-                size = requested_size(other.user_options or {})
-                if size is not None:
-                    others.append(size)
+                size = (other.user_options or {}).get(OPTION)
+                if isinstance(size, str) and size not in ("", NO_GPU):
+                    others.append(size)  # held_gb counts what still resolves
         try:
             check_total(self.settings, option, held_gb(others, await self.capacity.get()))
         except SliceRefused as err:
