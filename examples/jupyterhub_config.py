@@ -30,6 +30,9 @@ configure_hub(
         server_service_url="http://proxy-public/services/jupyter-mig/",
         # How long a restart may take before the hub goes back to the previous slice.
         restart_timeout=600,
+        # At most 40 GB of slices per user across all their servers (docs/security.md lists
+        # this and the other limits: slice changes per hour, restarts in flight).
+        max_total_size="40gb",
     ),
     # The admin's own profiles: each one gets the "GPU slice" option.
     profiles=[

@@ -4,10 +4,10 @@ The Helm binary is not installable here, so tests render the chart with this.  I
 where Helm is lenient: an unknown action, function or keyword raises, and printing a missing
 value raises (Helm would print nothing), so a typo in the chart fails the tests.
 
-Supported: text, ``{{- ... -}}`` trimming, comments, ``if``/``else``/``end``,
-``define``/``include``, pipelines of ``.Values...``, ``.Release...``, ``.Chart...``, ``$``,
-string and integer literals, and the functions include, toYaml, nindent, indent, quote,
-default, not, eq.
+Supported: text, ``{{- ... -}}`` trimming, comments, ``if``/``else``/``end``, ``range`` over a
+list (``.`` is the item, ``$`` the top), ``define``/``include``, pipelines of ``.Values...``,
+``.Release...``, ``.Chart...``, ``$``, string and integer literals, and the functions include,
+toYaml, toJson, nindent, indent, quote, default, not, eq, join, has.
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ class _If:
     pipeline: str
     then: list[Any] = field(default_factory=list)
     otherwise: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Range:
+    pipeline: str
+    body: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +97,11 @@ def _parse(tokens: list[tuple[str, str]], where: str) -> tuple[list[Any], dict[s
             current.append(node)
             stack.append((node, current))
             current = node.then
+        elif keyword == "range":
+            node = _Range(rest.strip())
+            current.append(node)
+            stack.append((node, current))
+            current = node.body
         elif keyword == "else":
             if not stack or not isinstance(stack[-1][0], _If) or rest.strip():
                 raise TemplateError(f"{where}: unsupported else: {value!r}")
@@ -105,7 +116,7 @@ def _parse(tokens: list[tuple[str, str]], where: str) -> tuple[list[Any], dict[s
             if not stack:
                 raise TemplateError(f"{where}: end without a block")
             _, current = stack.pop()
-        elif keyword in ("range", "with", "template", "block", "break", "continue"):
+        elif keyword in ("with", "template", "block", "break", "continue"):
             raise TemplateError(f"{where}: the renderer does not support {keyword!r}")
         else:
             current.append(_Action(value))
@@ -166,7 +177,11 @@ class Chart:
             "default": lambda fallback, value=None: value if _truthy(value) else fallback,
             "not": lambda value: not _truthy(value),
             "eq": lambda a, b: a == b,
+            "toJson": lambda value: json.dumps(value),
+            "join": lambda separator, items: separator.join(_go_string(i) for i in items or []),
+            "has": lambda item, items: item in (items or []),
         }
+        self._root: Any = None
 
     def crds(self) -> list[dict[str, Any]]:
         documents: list[dict[str, Any]] = []
@@ -191,6 +206,7 @@ class Chart:
             },
         }
         manifests: list[dict[str, Any]] = []
+        self._root = context
         for name, tree in self.templates.items():
             text = self._execute(tree, context, name)
             try:
@@ -213,6 +229,11 @@ class Chart:
                     else node.otherwise
                 )
                 out.append(self._execute(branch, dot, where))
+            elif isinstance(node, _Range):
+                items = self._pipeline(node.pipeline, dot, where)
+                if not isinstance(items, list | tuple | type(None)):
+                    raise TemplateError(f"{where}: range over a {type(items).__name__}")
+                out.extend(self._execute(node.body, item, where) for item in items or [])
         return "".join(out)
 
     def _include(self, name: str, dot: Any) -> str:
@@ -243,10 +264,12 @@ class Chart:
             return json.loads(word)
         if re.fullmatch(r"-?\d+", word):
             return int(word)
-        if word in (".", "$"):
+        if word == ".":
             return dot
+        if word == "$":
+            return self._root
         if word.startswith((".", "$.")):
-            value = dot
+            value = self._root if word.startswith("$") else dot
             for key in word.removeprefix("$").strip(".").split("."):
                 value = value.get(key) if isinstance(value, Mapping) else None
             return value

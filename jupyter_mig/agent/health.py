@@ -10,7 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from jupyter_mig.api.httpserver import MAX_CONNECTIONS, TIMEOUT, BoundedHTTPServer
 
 
 class Heartbeat:
@@ -31,8 +33,13 @@ class Heartbeat:
 
 
 def serve_health(
-    host: str, port: int, heartbeat: Heartbeat, metrics: Callable[[], bytes]
-) -> ThreadingHTTPServer:
+    host: str,
+    port: int,
+    heartbeat: Heartbeat,
+    metrics: Callable[[], bytes],
+    max_connections: int = MAX_CONNECTIONS,
+    timeout: float = TIMEOUT,
+) -> BoundedHTTPServer:
     """Start serving; ``shutdown()`` stops it.  ``port`` 0 picks a free port (``server_port``)."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -55,7 +62,6 @@ def serve_health(
         def log_message(self, format: str, *args: object) -> None:
             """Probes every few seconds would drown the agent's log."""
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = BoundedHTTPServer((host, port), Handler, max_connections, timeout)
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -124,6 +125,11 @@ class SliceOption:
     creatable: int
 
     @property
+    def nominal_gb(self) -> int:
+        """The GB figure of the profile's name (what per-user totals add up)."""
+        return nominal_gb(MODELS.get(self.models[0]).profile(self.profile))
+
+    @property
     def status(self) -> str:
         if self.free:
             return FREE
@@ -153,8 +159,8 @@ class SlicePolicy:
     """What the hub admin permits: a menu of sizes and a maximum (any of several caps).
 
     ``sizes`` empty: every plain size the cluster's models offer.  ``maximum`` empty: no cap.
-    A profile on a model is permitted when some menu size resolves to it there and it is no
-    larger (memory and compute) than what some cap resolves to there.
+    A profile on a model is permitted when some menu size resolves to it there and it fits
+    under some cap (:func:`within_cap`: caps never round up to the next profile).
     """
 
     sizes: tuple[str, ...] = ()
@@ -167,7 +173,7 @@ class SlicePolicy:
     def permits(self, model: GpuModel, profile: Profile) -> bool:
         if self.sizes and not any(resolve_for_model(s, model) == profile for s in self.sizes):
             return False
-        return not self.maximum or any(_within(profile, _cap(cap, model)) for cap in self.maximum)
+        return not self.maximum or any(within_cap(profile, cap, model) for cap in self.maximum)
 
     def menu(self, capacity: Capacity) -> list[str]:
         """The sizes to offer, smallest first, only those some model here permits."""
@@ -176,13 +182,30 @@ class SlicePolicy:
         return sorted(kept, key=_size_order)
 
 
-def _cap(text: str, model: GpuModel) -> Profile:
-    """The largest slice a cap allows on a model (the whole GPU when the cap exceeds it)."""
-    return resolve_for_model(text, model) or model.full_profile
+_PROFILE_NAME = re.compile(r"^(\d+)g\.(\d+)gb")
 
 
-def _within(profile: Profile, cap: Profile) -> bool:
-    return profile.memory_mib <= cap.memory_mib and profile.compute <= cap.compute
+def within_cap(profile: Profile, cap: str, model: GpuModel) -> bool:
+    """Whether ``profile`` is no larger than the cap says, compared in the cap's own terms.
+
+    A cap never rounds up: ``30gb`` admits profiles of at most 30 nominal GB (so not 3g.40gb),
+    ``20gb`` does not admit a whole A30 (4g.24gb).  A profile cap (``3g.40gb``) bounds compute
+    and memory: by the profile itself on models that have it, else by the figures in its name.
+    """
+    req = parse_size(cap)
+    if req.kind == "gb":
+        return nominal_gb(profile) <= req.amount
+    if req.kind == "gib":
+        return profile.memory_mib <= req.amount * 1024
+    if req.kind == "compute":
+        return profile.compute <= req.amount
+    same = model.find_profile(req.profile_name)
+    if same is not None:
+        return profile.memory_mib <= same.memory_mib and profile.compute <= same.compute
+    figures = _PROFILE_NAME.match(req.profile_name)
+    return figures is not None and (
+        profile.compute <= int(figures.group(1)) and nominal_gb(profile) <= int(figures.group(2))
+    )
 
 
 def offered_sizes(capacity: Capacity) -> list[str]:
@@ -252,6 +275,21 @@ def slice_options(size: str, capacity: Capacity, policy: SlicePolicy) -> list[Sl
 def plan_slice(size: str, capacity: Capacity, policy: SlicePolicy) -> SliceOption:
     """The option a request gets: free now first, then carvable, then the smallest."""
     return slice_options(size, capacity, policy)[0]
+
+
+def held_gb(sizes: Iterable[str], capacity: Capacity) -> int:
+    """Nominal GB that slices of these sizes take, each planned as it would be now.
+
+    The admin's menu and caps are left out on purpose: a server keeps the slice it got even
+    when a cap is lowered later.  A size no model here offers any more holds nothing.
+    """
+    total = 0
+    for size in sizes:
+        try:
+            total += plan_slice(size, capacity, SlicePolicy()).nominal_gb
+        except (SizeError, SliceRefused):
+            continue
+    return total
 
 
 def not_offered_message(req: SizeRequest, capacity: Capacity, policy: SlicePolicy) -> str:

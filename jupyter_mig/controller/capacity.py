@@ -133,11 +133,15 @@ def gpu_layouts(
 def render_capacity(
     models: Iterable[ModelCapacity],
     generated: datetime,
-    gpus: Iterable[dict[str, Any]] = (),
+    gpus: Iterable[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document of ``GET /api/v1/capacity`` (docs/protocol.md)."""
-    return {
-        "gpus": list(gpus),
+    """The JSON document of ``GET /api/v1/capacity`` (docs/protocol.md).
+
+    ``gpus`` (per-GPU layouts, with node names) only when the admin publishes them; without it
+    the document holds counts per model and profile only.
+    """
+    document: dict[str, Any] = {} if gpus is None else {"gpus": list(gpus)}
+    return document | {
         "models": [
             {
                 "model": m.model,

@@ -17,6 +17,7 @@ from jupyter_mig.kube.options import add_kubeconfig_argument
 
 _DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -33,6 +34,17 @@ def listen_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 0.0.0.0:8080)")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def namespace_list(text: str) -> tuple[str, ...]:
+    """``jhub,research`` → ``("jhub", "research")``; each a namespace name or ``*``."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if name != "*" and not _NAMESPACE.match(name):
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a namespace name (lower-case letters, digits and '-')"
+            )
+    return names
 
 
 def _default_namespace() -> str:
@@ -81,6 +93,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="how long pods wait for a node that is applying a layout carved for them before "
         "they are planned elsewhere (default 5m)",
+    )
+    parser.add_argument(
+        "--interactive-namespaces",
+        type=namespace_list,
+        default=(),
+        metavar="NS,NS",
+        help="namespaces whose pods may claim interactive priority (the hub's); elsewhere the "
+        "component=singleuser-server label and the jupyter-mig.io/interactive annotation are "
+        "ignored; '*' trusts every namespace (default: none)",
+    )
+    parser.add_argument(
+        "--watch-namespaces",
+        type=namespace_list,
+        default=(),
+        metavar="NS,NS",
+        help="serve pods in these namespaces only, with read access to no others "
+        "(default: the whole cluster)",
+    )
+    parser.add_argument(
+        "--capacity-detail",
+        action="store_true",
+        help="publish per-GPU layouts (node names, which slices are in use) in the capacity "
+        "API, for the JupyterLab slice grid; by default it gives counts per model and profile "
+        "only (docs/security.md)",
     )
     election = parser.add_argument_group("leader election")
     election.add_argument(
@@ -151,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         lease_duration=args.lease_duration,
         renew_deadline=args.renew_deadline,
         retry_period=args.retry_period,
+        interactive_namespaces=args.interactive_namespaces,
+        watch_namespaces=args.watch_namespaces,
+        capacity_detail=args.capacity_detail,
     )
     controller = Controller(Kube(api_client, c.CONTROLLER_FIELD_MANAGER), settings)
     host, port = args.listen

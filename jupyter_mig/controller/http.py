@@ -6,10 +6,12 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from jupyter_mig.api.httpserver import MAX_CONNECTIONS, TIMEOUT, BoundedHTTPServer
 
 log = logging.getLogger("jupyter_mig.controller")
 
@@ -76,17 +78,28 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http: " + format, *args)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], endpoints: Endpoints) -> None:
-        super().__init__(address, _Handler)
+class _Server(BoundedHTTPServer):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        endpoints: Endpoints,
+        max_connections: int,
+        timeout: float,
+    ) -> None:
         self.endpoints = endpoints
+        super().__init__(address, _Handler, max_connections, timeout)
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
-        self._server = _Server((host, port), endpoints)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        endpoints: Endpoints,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        self._server = _Server((host, port), endpoints, max_connections, timeout)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.1,), name="http", daemon=True
         )

@@ -58,6 +58,18 @@ class Settings:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    #: Where the interactive mark counts (``*``: everywhere); elsewhere pods are batch pods.
+    interactive_namespaces: tuple[str, ...] = ()
+    #: Watch pods in these namespaces only (empty: the whole cluster).
+    watch_namespaces: tuple[str, ...] = ()
+    #: Publish per-GPU layouts (node names, which slices are in use) in the capacity API.
+    capacity_detail: bool = False
+
+
+def pod_paths(namespaces: Iterable[str]) -> list[str]:
+    """What to list and watch for pods: the chosen namespaces, or the whole cluster."""
+    chosen = sorted(set(namespaces))
+    return [f"/api/v1/namespaces/{ns}/pods" for ns in chosen] or ["/api/v1/pods"]
 
 
 class Controller:
@@ -95,13 +107,17 @@ class Controller:
                 stop=self.stop_event,
             )
 
-        self.pods = informer(
-            "/api/v1/pods", {"fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"}
+        live = {"fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"}
+        self.pod_informers = tuple(
+            informer(path, live) for path in pod_paths(settings.watch_namespaces)
         )
         self.nodes = informer("/api/v1/nodes", {"labelSelector": c.OPT_IN_SELECTOR})
         self.mignodes = informer(MIGNODES)
-        self.informers = (self.pods, self.nodes, self.mignodes)
+        self.informers = (*self.pod_informers, self.nodes, self.mignodes)
         self._threads: list[threading.Thread] = []
+
+    def pods(self) -> list[dict[str, Any]]:
+        return [pod for informer in self.pod_informers for pod in informer.items()]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -146,10 +162,14 @@ class Controller:
         now = time.monotonic()
         if self._capacity_cache is not None and now - self._capacity_cache[0] < 1.0:
             return self._capacity_cache[1]
-        views = build_views(self.nodes.items(), self.mignodes.items(), self.pods.items())
+        views = build_views(self.nodes.items(), self.mignodes.items(), self.pods())
         usable = [v for v in views.values() if v.schedulable and v.snapshot is not None]
         snapshots = [v.snapshot for v in usable if v.snapshot is not None]
-        layouts = [row for v in usable if v.snapshot for row in gpu_layouts(v.snapshot, v.desired)]
+        layouts = (
+            [row for v in usable if v.snapshot for row in gpu_layouts(v.snapshot, v.desired)]
+            if self.settings.capacity_detail
+            else None
+        )
         document = render_capacity(capacity(snapshots), datetime.now(UTC), layouts)
         self._capacity_cache = (now, document)
         return document
@@ -212,14 +232,16 @@ class Controller:
             self._pending_since.clear()
         if not leading:
             return
-        pods = self.pods.items()
+        pods = self.pods()
         views = build_views(self.nodes.items(), self.mignodes.items(), pods)
         self.metrics.set_node_states(
             {s: sum(1 for v in views.values() if v.state is s) for s in NodeState},
             tuple(NodeState),
         )
         self._create_missing(views)
-        pending = [pending_pod(p) for p in pods if is_candidate(p)]
+        pending = [
+            pending_pod(p, self.settings.interactive_namespaces) for p in pods if is_candidate(p)
+        ]
         self._observe_bindings(pods, pending)
         self.ledger.keep_only(p.uid for p in pending)
         now = time.monotonic()

@@ -8,7 +8,7 @@ be checked case by case without a cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,9 @@ from jupyter_mig.api.mignode import is_interactive
 from jupyter_mig.mig.models import normalize_profile_name
 
 Obj = Mapping[str, Any]
+
+#: In ``interactive_namespaces``: trust the interactive mark in every namespace.
+ANY_NAMESPACE = "*"
 
 #: Taint effects that keep a pod off a node (PreferNoSchedule only lowers its score).
 _BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
@@ -53,16 +56,28 @@ def pod_key(pod: Obj) -> str:
     return f"{m.get('namespace', '')}/{m.get('name', '')}"
 
 
-def pending_pod(pod: Obj) -> PendingPod:
+def trusts_interactive_mark(namespace: str, interactive_namespaces: Collection[str]) -> bool:
+    """Whether pods in ``namespace`` may jump the batch wait with the interactive mark.
+
+    Anyone who may create a pod may set a label or an annotation, so the mark counts only in
+    the namespaces the admin names (the hub's, where only the hub creates pods).
+    """
+    return ANY_NAMESPACE in interactive_namespaces or namespace in interactive_namespaces
+
+
+def pending_pod(pod: Obj, interactive_namespaces: Collection[str] = ()) -> PendingPod:
+    """``interactive_namespaces``: where the interactive mark is honoured (elsewhere ignored)."""
     m = meta(pod)
+    namespace = str(m.get("namespace", ""))
     spec = pod.get("spec") or {}
     priority = spec.get("priority")
     return PendingPod(
         key=pod_key(pod),
         uid=str(m.get("uid", "")),
-        namespace=str(m.get("namespace", "")),
+        namespace=namespace,
         name=str(m.get("name", "")),
-        interactive=is_interactive(m.get("labels"), m.get("annotations")),
+        interactive=trusts_interactive_mark(namespace, interactive_namespaces)
+        and is_interactive(m.get("labels"), m.get("annotations")),
         priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
         pod=pod,
     )

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from jupyterhub.services.auth import HubAuth
 
-    from jupyter_mig.hub.service import HubApi, Restarter, make_app
+    from jupyter_mig.hub.service import SERVER_LIMITS, HubApi, Restarter, make_app
     from jupyter_mig.hub.settings import SETTINGS_ENV, SliceSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     app = make_app(os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"), restarter, auth)
 
     async def serve() -> None:
-        server = app.listen(port, address=host)
+        server = app.listen(port, address=host, **SERVER_LIMITS)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,10 @@ from jupyter_mig.hub.spawner import SliceOptions, SliceProfiles
 
 #: The scopes of the ``server`` role that every server token keeps.
 SERVER_SCOPES = ("access:servers!server", "users:activity!user")
+#: What a server token needs to restart its own server through the service: the service's
+#: access scope is added per service name; stopping and starting takes ``servers!server``, as
+#: JupyterHub's own REST API does (``access:servers`` only lets a token reach the server).
+RESTART_SCOPE = "servers!server"
 #: What the restart service may do: stop and start any user's servers, read names and groups.
 SERVICE_SCOPES = ("servers", "read:users:name", "read:users:groups")
 
@@ -42,7 +46,7 @@ def configure_hub(
     scope = access_scope(settings)
     configured = c.Spawner.server_token_scopes if "server_token_scopes" in c.Spawner else None
     base = list(configured) if isinstance(configured, list) else list(SERVER_SCOPES)
-    c.Spawner.server_token_scopes = [*base, scope] if scope not in base else base
+    c.Spawner.server_token_scopes = [*base, *(s for s in (scope, RESTART_SCOPE) if s not in base)]
 
     # Users must hold the access scope for their server tokens to get it (tokens get the subset
     # of the requested scopes that their owner holds).

@@ -6,7 +6,8 @@ token when it stops, so the start that must follow has to come from something th
 server and holds its own token.  This JupyterHub service does both halves with its own token
 (role: ``servers``, ``read:users:name``, ``read:users:groups``) and only for the caller's own
 server: the caller authenticates with its server token, which needs
-``access:services!service=jupyter-mig`` (see :func:`jupyter_mig.hub.config.configure_hub`).
+``access:services!service=jupyter-mig`` and ``servers!server`` (see
+:func:`jupyter_mig.hub.config.configure_hub`).
 
 It validates the size before stopping anything (so a refusal leaves the server running), stops,
 starts with the new ``user_options``, follows the hub's progress stream (KubeSpawner relays the
@@ -17,7 +18,9 @@ API under the service prefix (``/services/jupyter-mig/``):
 
 - ``POST api/restart`` ``{"server_name": "", "gpu_slice": "10gb" | null, "timeout": 600}``
   → 202 and the restart record; 400/403 with a message when the size is refused; 409 when the
-  server is not running or a restart is already under way; 503 when the controller is unreachable.
+  server is not running or a restart is already under way; 429 (with ``Retry-After``) past the
+  user's slice changes per period; 503 when the controller is unreachable or the hub runs its
+  most restarts at once.  The token needs ``servers!server=<user>/<name>``.
 - ``GET api/restart?server_name=`` → the latest restart record of that server, or 404.
 - ``GET api/health`` → ``{"ok": true}`` (no authentication).
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,14 +39,17 @@ from typing import Any
 from urllib.parse import quote
 
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from jupyter_mig.api.slices import (
     CapacityClient,
     CapacityError,
     SliceRefused,
+    held_gb,
     plan_slice,
 )
+from jupyter_mig.hub.limits import RateLimiter, check_total
 from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
 from jupyter_mig.mig.sizes import SizeError, parse_size
 
@@ -65,6 +72,16 @@ EVENT_STAGES = {
 
 MAX_EVENTS = 100
 MAX_TIMEOUT = 3600.0
+#: The largest request body (a restart request is well under 1 KiB).
+MAX_BODY = 16 * 1024
+#: tornado HTTPServer settings: bounded bodies and buffers, and connections that send nothing
+#: (or headers, or a body, too slowly) are dropped instead of held for tornado's hour.
+SERVER_LIMITS: dict[str, Any] = {
+    "max_body_size": MAX_BODY,
+    "max_buffer_size": 4 * MAX_BODY,
+    "body_timeout": 10.0,
+    "idle_connection_timeout": 30.0,
+}
 
 
 def now_iso() -> str:
@@ -82,9 +99,10 @@ def stage_for_event(event: dict[str, Any]) -> str | None:
 
 
 class RestartRefused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -295,15 +313,60 @@ class Restarter:
         self.grace = grace
         self.stop_timeout = stop_timeout
         self.restarts: dict[tuple[str, str], Restart] = {}
+        self.changes = RateLimiter(settings.slice_changes_per_period, settings.slice_change_period)
+        self._claimed: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def in_flight(self) -> int:
+        """Restarts being checked or running, on the whole hub."""
+        running = sum(r.state == "running" for r in self.restarts.values())
+        return running + len(self._claimed)
+
     async def request(self, user: str, server: str, size: str | None, timeout: float) -> Restart:
-        """Check everything that can be checked while the server still runs, then start."""
-        current = self.restarts.get((user, server))
-        if current is not None and current.state == "running":
+        """Check everything that can be checked while the server still runs, then start.
+
+        The server is claimed before the first ``await``: of concurrent requests for one
+        server exactly one gets past here, the others are told a restart is under way.
+        """
+        key = (user, server)
+        current = self.restarts.get(key)
+        if key in self._claimed or (current is not None and current.state == "running"):
             raise RestartRefused(409, "a restart of this server is already under way")
+        if self.in_flight() >= self.settings.max_concurrent_restarts:
+            raise RestartRefused(
+                503,
+                f"{self.in_flight()} restarts are under way on this hub, the most it runs at "
+                "once; try again in a minute",
+                retry_after=60.0,
+            )
+        wait = self.changes.take(user)
+        if wait:
+            raise RestartRefused(
+                429,
+                f"you changed GPU slices {self.changes.limit} times within "
+                f"{self.changes.period:g} s, the most this hub allows; try again in "
+                f"{wait:.0f} s",
+                retry_after=wait,
+            )
+        self._claimed.add(key)
+        try:
+            restart = await self._checked(user, server, size, timeout)
+        except BaseException:
+            self.changes.give_back(user)
+            raise
+        finally:
+            self._claimed.discard(key)
+        self.restarts[key] = restart
+        task = asyncio.ensure_future(self._run(restart))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return restart
+
+    async def _checked(self, user: str, server: str, size: str | None, timeout: float) -> Restart:
+        """The restart record, once the hub and the policy agree it may happen."""
         model = await self.hub.user(user)
-        state = (model.get("servers") or {}).get(server)
+        servers = model.get("servers") or {}
+        state = servers.get(server)
         if not isinstance(state, dict) or not state.get("ready"):
             raise RestartRefused(409, "the server is not running, so there is nothing to restart")
         if size is not None:
@@ -311,7 +374,18 @@ class Restarter:
             policy = self.settings.policy_for(groups)
             try:
                 parse_size(size)
-                plan_slice(size, await self.capacity.get(), policy)
+                capacity = await self.capacity.get()
+                option = plan_slice(size, capacity, policy)
+                others = [
+                    str((s.get("user_options") or {}).get(OPTION) or NO_GPU)
+                    for name, s in servers.items()
+                    if name != server
+                    and isinstance(s, dict)
+                    and (s.get("ready") or s.get("pending"))
+                ]
+                check_total(
+                    self.settings, option, held_gb([o for o in others if o != NO_GPU], capacity)
+                )
             except SizeError as err:
                 raise RestartRefused(400, str(err)) from None
             except SliceRefused as err:
@@ -319,12 +393,7 @@ class Restarter:
             except CapacityError as err:
                 raise RestartRefused(503, f"cannot check GPU capacity: {err}") from None
         previous = state.get("user_options") or {}
-        restart = Restart(user, server, size, dict(previous), timeout)
-        self.restarts[(user, server)] = restart
-        task = asyncio.ensure_future(self._run(restart))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return restart
+        return Restart(user, server, size, dict(previous), timeout)
 
     def options_for(self, restart: Restart) -> dict[str, Any]:
         return {**restart.previous, OPTION: restart.size or NO_GPU}
@@ -399,27 +468,48 @@ class Restarter:
             await asyncio.wait_for(asyncio.gather(*self._tasks), timeout)
 
 
+class _Refusal(web.HTTPError):
+    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
+        super().__init__(status, message)
+        self.retry_after = retry_after
+
+
+@web.stream_request_body
 class _ApiHandler(web.RequestHandler):
-    """Token-authenticated JSON handler: the caller must be a user acting on its own server."""
+    """Token-authenticated JSON handler: the caller must be a user acting on its own server.
+
+    The body is streamed (:meth:`data_received`) so that :meth:`prepare` checks the token
+    before a byte of it is read: a caller without a valid token gets its 401 and the
+    connection is closed with the body unread.
+    """
 
     def initialize(self, restarter: Restarter, auth: Any) -> None:
         self.restarter = restarter
         self.auth = auth
         self.caller: dict[str, Any] = {}
 
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the body into ``request.body``, as tornado does for non-streaming handlers
+        (at most :data:`MAX_BODY`: tornado closes the connection beyond it)."""
+        self.request.body += chunk
+
     def check_xsrf_cookie(self) -> None:
         """Only Authorization-header tokens are accepted (never cookies), so no XSRF to check."""
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, _Refusal) and exc.retry_after:
+            self.set_header("Retry-After", str(math.ceil(exc.retry_after)))
         message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else None
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"message": message or self._reason}))
 
-    def fail(self, status: int, message: str) -> web.HTTPError:
-        return web.HTTPError(status, message.replace("%", "%%"))
+    def fail(self, status: int, message: str, retry_after: float | None = None) -> web.HTTPError:
+        return _Refusal(status, message.replace("%", "%%"), retry_after)
 
     async def prepare(self) -> None:
+        if isinstance(self.request.connection, HTTP1Connection):
+            self.request.connection.set_max_body_size(MAX_BODY)  # whatever the server's limit
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() not in ("token", "bearer") or not token.strip():
@@ -443,8 +533,14 @@ class _ApiHandler(web.RequestHandler):
         user = str(self.caller["name"])
         from jupyterhub.services.auth import check_scopes
 
-        if not check_scopes({f"access:servers!server={user}/{value}"}, set(self.caller["scopes"])):
-            raise self.fail(403, f"this token has no access to the server {user}/{value}")
+        # Stopping and starting takes what JupyterHub itself asks for: servers!server, not
+        # access:servers!server (which only lets a token through the proxy to the server).
+        if not check_scopes({f"servers!server={user}/{value}"}, set(self.caller["scopes"])):
+            raise self.fail(
+                403,
+                f"this token may not stop and start the server {user}/{value} (it needs the "
+                f"scope servers!server={user}/{value})",
+            )
         return value
 
 
@@ -470,7 +566,7 @@ class RestartHandler(_ApiHandler):
                 str(self.caller["name"]), server, size.strip() if size else None, float(timeout)
             )
         except RestartRefused as err:
-            raise self.fail(err.status, str(err)) from None
+            raise self.fail(err.status, str(err), err.retry_after) from None
         self.set_status(202)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(restart.to_json()))

@@ -30,6 +30,11 @@ class SliceSettings:
     replacing ``max_size`` (a member of several groups gets the largest of their caps).
     ``service_url``: where the hub and its proxy reach the restart service;
     ``server_service_url``: where single-user servers reach it (default: ``service_url``).
+
+    Limits on what one user can make the cluster do (docs/security.md): ``max_total_size``
+    (``"40gb"``; None: no limit) caps the nominal GB of the slices of all of a user's servers
+    together; ``slice_changes_per_period`` restarts with another slice per user within
+    ``slice_change_period`` seconds (0: no limit); ``max_concurrent_restarts`` on the whole hub.
     """
 
     controller_url: str
@@ -41,6 +46,10 @@ class SliceSettings:
     service_name: str = "jupyter-mig"
     service_url: str = "http://127.0.0.1:10101"
     server_service_url: str = ""
+    max_total_size: str | None = None
+    slice_changes_per_period: int = 10
+    slice_change_period: float = 3600.0
+    max_concurrent_restarts: int = 10
 
     def __post_init__(self) -> None:
         for text in (*self.sizes, *self.max_size_by_group.values()):
@@ -49,6 +58,21 @@ class SliceSettings:
             parse_size(self.max_size)
         if self.restart_timeout <= 0 or self.capacity_ttl < 0:
             raise ValueError("restart_timeout must be positive and capacity_ttl not negative")
+        if self.max_total_size is not None and parse_size(self.max_total_size).kind != "gb":
+            raise ValueError(
+                f"max_total_size must be nominal GB such as 40gb, not {self.max_total_size!r}"
+            )
+        if self.slice_changes_per_period < 0 or self.slice_change_period <= 0:
+            raise ValueError(
+                "slice_changes_per_period must not be negative and slice_change_period positive"
+            )
+        if self.max_concurrent_restarts < 1:
+            raise ValueError("max_concurrent_restarts must be at least 1")
+
+    @property
+    def max_total_gb(self) -> float | None:
+        """``max_total_size`` in nominal GB."""
+        return None if self.max_total_size is None else parse_size(self.max_total_size).amount
 
     def policy_for(self, groups: Iterable[str]) -> SlicePolicy:
         """The menu and caps of a user who belongs to ``groups``."""
@@ -80,6 +104,10 @@ class SliceSettings:
                 "service_name": self.service_name,
                 "service_url": self.service_url,
                 "server_service_url": self.server_service_url,
+                "max_total_size": self.max_total_size,
+                "slice_changes_per_period": self.slice_changes_per_period,
+                "slice_change_period": self.slice_change_period,
+                "max_concurrent_restarts": self.max_concurrent_restarts,
             }
         )
 
@@ -96,4 +124,8 @@ class SliceSettings:
             service_name=str(data.get("service_name", "jupyter-mig")),
             service_url=str(data.get("service_url", "http://127.0.0.1:10101")),
             server_service_url=str(data.get("server_service_url", "")),
+            max_total_size=data.get("max_total_size"),
+            slice_changes_per_period=int(data.get("slice_changes_per_period", 10)),
+            slice_change_period=float(data.get("slice_change_period", 3600.0)),
+            max_concurrent_restarts=int(data.get("max_concurrent_restarts", 10)),
         )

@@ -28,9 +28,11 @@ from jupyter_mig.api.slices import (
     SliceOption,
     SlicePolicy,
     SliceRefused,
+    held_gb,
     menu_entries,
     plan_slice,
 )
+from jupyter_mig.hub.limits import check_total
 from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
 from jupyter_mig.mig.sizes import SizeError, parse_size
 
@@ -186,9 +188,28 @@ class SliceOptions:
         except CapacityError as err:
             raise _http_error(503, f"cannot check GPU capacity: {err}") from None
 
+    async def check_total(self, spawner: Any, option: SliceOption) -> None:
+        """Refuse (403) what would take the user's active servers over ``max_total_size``."""
+        if self.settings.max_total_gb is None:
+            return
+        others = []
+        for other in getattr(spawner.user, "spawners", {}).values():
+            if other is not spawner and other.active:
+                size = (other.user_options or {}).get(OPTION)
+                if isinstance(size, str) and size not in ("", NO_GPU):
+                    others.append(size)  # held_gb counts what still resolves
+        try:
+            check_total(self.settings, option, held_gb(others, await self.capacity.get()))
+        except SliceRefused as err:
+            raise _http_error(403, str(err)) from None
+        except CapacityError as err:
+            raise _http_error(503, f"cannot check GPU capacity: {err}") from None
+
     async def __call__(self, spawner: Any, user_options: Mapping[str, Any]) -> None:
         policy = self.settings.policy_for(user_groups(spawner))
         option = await self.plan(policy, user_options)
+        if option is not None:
+            await self.check_total(spawner, option)
         apply_slice(spawner, self.settings, policy, option)
         if option is not None:
             spawner.log.info(

@@ -97,8 +97,9 @@ class CapacityHandler(_Handler):
         self.reply(
             {
                 "models": capacity.document.get("models", []),
-                # Per-GPU layouts, when the controller publishes them (the lab panel's grid).
-                "gpus": capacity.document.get("gpus", []),
+                # Per-GPU layouts when the admin has the controller publish them (the lab
+                # panel's grid); null otherwise, and the panel shows the totals.
+                "gpus": capacity.document.get("gpus"),
                 "generated": capacity.generated,
                 "unknown_models": list(capacity.unknown_models),
                 "sizes": size_rows(capacity, policy),

@@ -68,9 +68,13 @@ FIELD_MANAGER = "jupyter-mig-e2e"
 E2E_LABEL = "jupyter-mig.io/e2e"
 
 #: Chart values for the tests: leases are short so that a failover takes seconds.
+#: Every test creates its pods in its own namespace, so the interactive mark is trusted everywhere.
 E2E_VALUES: dict[str, Any] = {
     "agent": {"devicePlugin": {"readyTimeout": 30}},
-    "controller": {"leaderElection": {"leaseDuration": 4, "renewDeadline": 3}},
+    "controller": {
+        "leaderElection": {"leaseDuration": 4, "renewDeadline": 3},
+        "interactiveNamespaces": ["*"],
+    },
 }
 
 #: Where each kind the chart renders lives in the API (workloads are not applied: the
@@ -80,6 +84,7 @@ _RESOURCES = {
     "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
     "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "ValidatingAdmissionPolicy": (
         "/apis/admissionregistration.k8s.io/v1",
@@ -191,8 +196,11 @@ def uninstall_release(cluster: DevCluster, release: Release) -> None:
         for manifest in release.manifests:
             if manifest["kind"] in _WORKLOADS or manifest["kind"] not in _RESOURCES:
                 continue
-            if _RESOURCES[manifest["kind"]][2]:
-                continue  # namespaced: goes with the namespace
+            if manifest["metadata"].get("namespace") in (
+                release.namespace,
+                release.plugin_namespace,
+            ):
+                continue  # goes with the namespace
             with contextlib.suppress(KubeError):
                 kube.request("DELETE", _path(manifest))
         for ns in (release.namespace, release.plugin_namespace):

@@ -120,8 +120,14 @@ def install(cluster: Any) -> Iterator[Install]:
     dry-run.  Everything but the CRD is removed afterwards."""
     suffix = uuid.uuid4().hex[:6]
     release, namespace, plugin_namespace = f"jm-{suffix}", f"jm-{suffix}", f"jm-dp-{suffix}"
+    # The release namespace stands in for the hub's: the interactive mark is allowed there only.
     manifests = CHART.render(
-        {"agent": {"devicePlugin": {"namespace": plugin_namespace}}}, release, namespace
+        {
+            "agent": {"devicePlugin": {"namespace": plugin_namespace}},
+            "controller": {"interactiveNamespaces": [namespace]},
+        },
+        release,
+        namespace,
     )
     clients: list[client.ApiClient] = []
     admin = cluster.api_client()
@@ -164,12 +170,20 @@ def install(cluster: Any) -> Iterator[Install]:
                 cluster_scoped.append(manifest)
         yield Install(release, namespace, plugin_namespace, manifests, admin, token_for)
     finally:
+        for manifest in manifests:
+            if manifest["kind"] not in WORKLOAD_KINDS and manifest["metadata"].get(
+                "namespace"
+            ) not in (None, namespace, plugin_namespace):
+                cluster_scoped.append(manifest)  # e.g. the agent's Role in "default"
         for manifest in cluster_scoped:
             resource = dynamic.resources.get(
                 api_version=manifest["apiVersion"], kind=manifest["kind"]
             )
             with contextlib.suppress(client.ApiException):
-                resource.delete(name=manifest["metadata"]["name"])
+                resource.delete(
+                    name=manifest["metadata"]["name"],
+                    namespace=manifest["metadata"].get("namespace"),
+                )
         core = client.CoreV1Api(admin)
         for name in (namespace, plugin_namespace):
             with contextlib.suppress(client.ApiException):
@@ -422,3 +436,136 @@ def test_agent_deletes_only_pods_on_its_node_in_the_plugin_namespace(
         _status_of(lambda: core.delete_namespaced_pod(mine.metadata.name, install.plugin_namespace))
         == 200
     )
+
+
+# --- Grants as narrow as the work (issue: hardening) -------------------------------------------
+
+
+def _event(kind: str, name: str, namespace: str) -> client.CoreV1Event:
+    return client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name=f"e-{uuid.uuid4().hex[:8]}"),
+        involved_object=client.V1ObjectReference(
+            api_version="v1" if kind == "Pod" else c.API_VERSION,
+            kind=kind,
+            name=name,
+            namespace=namespace if kind == "Pod" else None,
+        ),
+        reason="Test",
+        message="log in again at https://example.invalid",
+        type="Normal",
+    )
+
+
+def test_agent_posts_events_only_about_its_own_mignode(
+    install: Install, nodes: tuple[str, str]
+) -> None:
+    own, other = nodes
+    agent = f"{install.release}-agent"
+    pod = _bound_pod(install, install.namespace, own, agent)
+    core = client.CoreV1Api(
+        install.token_for(agent, {"name": pod.metadata.name, "uid": pod.metadata.uid})
+    )
+
+    def post(namespace: str, event: client.CoreV1Event) -> Callable[[], Any]:
+        return lambda: core.create_namespaced_event(namespace, event, dry_run="All")
+
+    denied = _error_body(post("default", _event("MigNode", other, "")))
+    assert "may post Events only about its own MigNode" in denied
+    assert "ValidatingAdmissionPolicy" in _error_body(
+        post("default", _event("Pod", "jupyter-alice", "default"))
+    )
+    user_pod = _event("Pod", "jupyter-alice", install.namespace)
+    assert _status_of(post(install.namespace, user_pod)) == 403, "no Events on users' pods"
+    assert _status_of(post("default", _event("MigNode", own, ""))) == 200
+
+
+def _allowed(install: Install, account: str, verb: str, resource: str, **where: str) -> bool:
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=f"system:serviceaccount:{install.namespace}:{account}",
+            groups=["system:serviceaccounts", f"system:serviceaccounts:{install.namespace}"],
+            resource_attributes=client.V1ResourceAttributes(verb=verb, resource=resource, **where),
+        )
+    )
+    answer = client.AuthorizationV1Api(install.admin).create_subject_access_review(review)
+    return bool(answer.status.allowed)
+
+
+def test_controller_writes_mignode_specs_without_update(install: Install) -> None:
+    controller = f"{install.release}-controller"
+    mignodes = {"group": c.GROUP}
+    assert _allowed(install, controller, "patch", c.PLURAL, **mignodes)
+    assert _allowed(install, controller, "create", c.PLURAL, **mignodes)
+    assert not _allowed(install, controller, "update", c.PLURAL, **mignodes)
+    assert not _allowed(install, controller, "patch", "events", namespace="default")
+
+
+def _annotated_pod(interactive: bool) -> client.V1Pod:
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(
+            name=f"batch-{uuid.uuid4().hex[:6]}",
+            labels={c.SINGLEUSER_LABEL: c.SINGLEUSER_VALUE},
+            annotations={c.INTERACTIVE_ANNOTATION: "true"} if interactive else {},
+        ),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="pause")]),
+    )
+
+
+def test_the_interactive_annotation_is_refused_outside_the_hub_namespaces(
+    install: Install,
+) -> None:
+    core = client.CoreV1Api(install.admin)
+
+    def create(namespace: str, interactive: bool) -> Callable[[], Any]:
+        pod = _annotated_pod(interactive)
+        return lambda: core.create_namespaced_pod(namespace, pod, dry_run="All")
+
+    denied = _error_body(create(install.plugin_namespace, True))
+    assert "reserved for JupyterHub servers" in denied and install.plugin_namespace in denied
+    assert _status_of(create(install.namespace, True)) == 200
+    # The label alone is left to the controller (other tools use it too): it ignores it there.
+    assert _status_of(create(install.plugin_namespace, False)) == 200
+
+
+def test_watch_namespaces_keeps_the_controller_out_of_other_namespaces(
+    install: Install,
+) -> None:
+    release = f"{install.release}-w"
+    manifests = CHART.render(
+        {
+            "controller": {"watchNamespaces": [install.plugin_namespace]},
+            "admissionPolicy": {"enabled": False},
+            "networkPolicy": {"enabled": False},
+        },
+        release,
+        install.namespace,
+    )
+    rbac = [
+        m
+        for m in manifests
+        if m["kind"]
+        in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+        and m["metadata"]["name"].startswith(f"{release}-controller")
+    ]
+    dynamic = DynamicClient(install.admin)
+    try:
+        for manifest in rbac:
+            _apply(dynamic, manifest)
+        core = client.CoreV1Api(install.token_for(f"{release}-controller", None))
+        wait_for(
+            "the namespaced Role to take effect",
+            lambda: _status_of(lambda: core.list_namespaced_pod(install.plugin_namespace)) == 200,
+        )
+        assert _status_of(lambda: core.list_namespaced_pod(install.namespace)) == 403
+        assert _status_of(lambda: core.list_pod_for_all_namespaces(limit=1)) == 403
+        assert _status_of(lambda: core.list_node(limit=1)) == 200
+    finally:
+        for manifest in rbac:
+            resource = dynamic.resources.get(
+                api_version=manifest["apiVersion"], kind=manifest["kind"]
+            )
+            with contextlib.suppress(client.ApiException):
+                resource.delete(
+                    name=manifest["metadata"]["name"],
+                    namespace=manifest["metadata"].get("namespace"),
+                )

@@ -145,7 +145,7 @@ def stack(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> It
         s.jupyter_mig(
             "controller",
             "controller", "--kubeconfig", kubeconfig, "--listen", f"127.0.0.1:{controller_port}",
-            "--batch-idle", "300ms", "--batch-max", "2s",
+            "--batch-idle", "300ms", "--batch-max", "2s", "--interactive-namespaces", namespace,
         )  # fmt: skip
         wait_for(
             "the controller to see the GPU",

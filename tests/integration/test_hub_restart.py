@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -301,3 +302,29 @@ def test_the_service_refuses_tokens_without_its_access_scope(hub: Hub) -> None:
     status, doc = call(hub.service + "api/restart", erin, "POST", {"gpu_slice": "10gb"})
     assert status == 409 and "not running" in doc["message"]
     assert hub.ready("dave")
+
+
+def test_of_forty_parallel_restarts_of_one_server_exactly_one_goes_ahead(hub: Hub) -> None:
+    start_server(hub, "frank")
+    frank = hub.token("frank")
+    starts = len(started(hub))
+    body = {"gpu_slice": "10gb", "timeout": 60}
+    with ThreadPoolExecutor(40) as pool:
+        results = list(
+            pool.map(lambda _: call(hub.service + "api/restart", frank, "POST", body), range(40))
+        )
+    statuses = [status for status, _ in results]
+    assert statuses.count(202) == 1, statuses
+    refused = [doc["message"] for status, doc in results if status != 202]
+    assert all("already under way" in message for message in refused), refused
+    start = restarted(hub, "frank", starts)
+    assert start["user_options"]["gpu_slice"] == "10gb"
+    assert len(started(hub)) == starts + 1, "one start, no rollback"
+
+
+def test_restarting_takes_the_servers_scope_not_only_access(hub: Hub) -> None:
+    start_server(hub, "gina")
+    narrow = hub.token("gina", ["access:servers!user=gina", "access:services!service=jupyter-mig"])
+    status, doc = call(hub.service + "api/restart", narrow, "POST", {"gpu_slice": "10gb"})
+    assert status == 403 and "servers!server=gina/" in doc["message"], doc
+    assert hub.ready("gina")

@@ -118,9 +118,11 @@ def test_controller_grants_are_least_privilege() -> None:
     for verb in ("get", "list", "watch"):
         assert _allows(grants, anywhere, "", "pods", verb)
         assert _allows(grants, "*", "", "nodes", verb)
-    for verb in ("get", "list", "watch", "create", "update", "patch"):
+    for verb in ("get", "list", "watch", "create", "patch"):
         assert _allows(grants, "*", c.GROUP, c.PLURAL, verb)
+    assert not _allows(grants, "*", c.GROUP, c.PLURAL, "update"), "specs are merge-patched"
     assert _allows(grants, anywhere, "", "events", "create")
+    assert {g[3] for g in grants if g[2] == "events"} == {"create"}
     assert not {g for g in grants if g[2] in ("secrets", "configmaps")}
     assert not {g for g in grants if g[2] == f"{c.PLURAL}/status"}, "status is the agent's"
     reads = ("get", "list", "watch")
@@ -148,6 +150,25 @@ def test_agent_grants_are_least_privilege() -> None:
     assert _allows(grants, "*", "", "nodes", "get")
     assert not {g for g in grants if g[2] == "nodes" and g[3] != "get"}
     assert not {g for g in grants if g[2] in ("secrets", "configmaps")}
+
+
+def test_agent_posts_events_only_in_the_default_namespace() -> None:
+    events = {g for g in _grants(_render(), AGENT_SA) if g[2] == "events"}
+    assert events == {("default", "", "events", "create", "*")}
+
+
+def test_watch_namespaces_replace_cluster_wide_pod_reads() -> None:
+    manifests = _render(controller={"watchNamespaces": ["jhub", "research"]})
+    grants = _grants(manifests, CONTROLLER_SA)
+    pods = {g[0] for g in grants if g[2] == "pods"}
+    events = {g[0] for g in grants if g[2] == "events"}
+    assert pods == events == {"jhub", "research"}
+    assert _allows(grants, "*", "", "nodes", "list")
+    args = _container(manifests, "Deployment", CONTROLLER_SA)["args"]
+    assert "--watch-namespaces=jhub,research" in args
+    assert not [
+        a for a in _container(_render(), "Deployment", CONTROLLER_SA)["args"] if "watch" in a
+    ]
 
 
 def test_leader_election_off_drops_the_lease_role_and_flag() -> None:
@@ -195,9 +216,14 @@ def test_agent_daemonset() -> None:
         "tolerations"
     ]
     assert not pod.get("hostPID") and not pod.get("hostNetwork")
-    host_paths = {v["hostPath"]["path"] for v in pod["volumes"]}
+    host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert "/var/lib/kubelet/pod-resources" in host_paths
-    assert container["securityContext"]["privileged"] is True
+    security = container["securityContext"]
+    assert security["privileged"] is False
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert container["image"] == _container(manifests, "Deployment", CONTROLLER_SA)["image"]
     socket = next(a for a in container["args"] if a.startswith("--pod-resources-socket="))
     mount = next(m for m in container["volumeMounts"] if m["name"] == "pod-resources")
@@ -245,9 +271,13 @@ def test_admission_policies_name_the_agent_and_are_bound() -> None:
         for m in manifests
         if m["kind"] == "ValidatingAdmissionPolicyBinding"
     }
-    assert len(policies) == 2
+    assert len(policies) == 4
     user = f"system:serviceaccount:{NAMESPACE}:{AGENT_SA}"
+    agent_policies = [p for p in policies if "-agent-" in p["metadata"]["name"]]
+    assert len(agent_policies) == 3
     for policy in policies:
+        assert bindings[policy["metadata"]["name"]]["spec"]["validationActions"] == ["Deny"]
+    for policy in agent_policies:
         assert bindings[policy["metadata"]["name"]]["spec"]["validationActions"] == ["Deny"]
         assert policy["spec"]["failurePolicy"] == "Fail"
         (condition,) = policy["spec"]["matchConditions"]
@@ -262,6 +292,57 @@ def test_admission_policies_name_the_agent_and_are_bound() -> None:
         c.PLURAL,
         f"{c.PLURAL}/status",
     }
+
+
+def test_the_interactive_annotation_is_allowed_only_in_the_listed_namespaces() -> None:
+    name = f"{RELEASE}-interactive-namespaces"
+    listed = _render(controller={"interactiveNamespaces": ["jhub", "staff"]})
+    policy = _one(listed, "ValidatingAdmissionPolicy", name)
+    (validation,) = policy["spec"]["validations"]
+    assert validation["expression"] == 'request.namespace in ["jhub", "staff"]'
+    assert c.INTERACTIVE_ANNOTATION in policy["spec"]["matchConditions"][0]["expression"]
+    args = _container(listed, "Deployment", CONTROLLER_SA)["args"]
+    assert "--interactive-namespaces=jhub,staff" in args
+    none = _one(_render(), "ValidatingAdmissionPolicy", name)
+    assert none["spec"]["validations"][0]["expression"] == "request.namespace in []"
+    everywhere = _render(controller={"interactiveNamespaces": ["*"]})
+    assert not [m for m in everywhere if m["metadata"]["name"] == name]
+
+
+def test_network_policies_admit_only_the_listed_namespaces() -> None:
+    manifests = _render(
+        networkPolicy={"capacityNamespaces": ["jhub"], "metricsNamespaces": ["monitoring"]}
+    )
+    controller = _one(manifests, "NetworkPolicy", CONTROLLER_SA)["spec"]
+    (rule,) = controller["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    peers = [p.get("namespaceSelector", {}).get("matchExpressions") for p in rule["from"]]
+    assert peers == [
+        None,  # the release namespace's own pods
+        [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["jhub"]}],
+        [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}],
+    ]
+    agent = _one(manifests, "NetworkPolicy", AGENT_SA)["spec"]
+    assert [p["namespaceSelector"] for p in agent["ingress"][0]["from"]] == [
+        {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}
+            ]
+        }
+    ]
+    labels = _one(manifests, "DaemonSet", AGENT_SA)["spec"]["template"]["metadata"]["labels"]
+    assert agent["podSelector"]["matchLabels"].items() <= labels.items()
+    closed = _one(_render(), "NetworkPolicy", AGENT_SA)["spec"]
+    assert closed["ingress"] == [] and closed["policyTypes"] == ["Ingress"]
+    assert not [
+        m for m in _render(networkPolicy={"enabled": False}) if m["kind"] == "NetworkPolicy"
+    ]
+
+
+def test_capacity_detail_is_off_unless_the_admin_turns_it_on() -> None:
+    assert "--capacity-detail" not in _container(_render(), "Deployment", CONTROLLER_SA)["args"]
+    detailed = _render(controller={"capacityDetail": True})
+    assert "--capacity-detail" in _container(detailed, "Deployment", CONTROLLER_SA)["args"]
 
 
 def test_admission_policies_can_be_turned_off() -> None:
@@ -279,6 +360,11 @@ def test_namespaced_objects_land_in_the_release_namespace() -> None:
             and "device-plugin" in manifest["metadata"]["name"]
         ):
             assert namespace == plugin_ns
+        elif (
+            manifest["kind"] in ("Role", "RoleBinding")
+            and "-events" in manifest["metadata"]["name"]
+        ):
+            assert namespace == "default", "Events about cluster-scoped objects live there"
         elif manifest["kind"] in (
             "ServiceAccount",
             "Deployment",
@@ -286,6 +372,7 @@ def test_namespaced_objects_land_in_the_release_namespace() -> None:
             "Service",
             "Role",
             "RoleBinding",
+            "NetworkPolicy",
         ):
             assert namespace == NAMESPACE, manifest["metadata"]["name"]
         else:
@@ -316,6 +403,21 @@ def test_renderer_refuses_missing_values_and_unknown_functions(tmp_path: Path) -
         _chart_with(tmp_path / "a", "x: {{ .Values.a.typo }}\n").render()
     with pytest.raises(TemplateError, match="not a function"):
         _chart_with(tmp_path / "b", "x: {{ upper .Values.a.b }}\n").render()
+
+
+def test_renderer_ranges_over_lists_with_the_top_as_dollar(tmp_path: Path) -> None:
+    chart = _chart_with(
+        tmp_path,
+        "{{- range .Values.names }}\n---\nname: {{ . }}\nowner: {{ $.Values.owner }}\n"
+        '{{- end }}\n---\nall: {{ join "," .Values.names }}\nlist: {{ toJson .Values.names }}\n'
+        'star: {{ has "*" .Values.names }}\n',
+        "names: [a, b]\nowner: me\n",
+    )
+    assert chart.render() == [
+        {"name": "a", "owner": "me"},
+        {"name": "b", "owner": "me"},
+        {"all": "a,b", "list": ["a", "b"], "star": False},
+    ]
 
 
 HELM = shutil.which("helm")

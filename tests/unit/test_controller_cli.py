@@ -10,7 +10,7 @@ import pytest
 
 from jupyter_mig.cli import main
 from jupyter_mig.controller import events as ev
-from jupyter_mig.controller.cli import duration, listen_address
+from jupyter_mig.controller.cli import duration, listen_address, namespace_list
 from jupyter_mig.controller.manager import event_body
 
 
@@ -35,6 +35,15 @@ def test_listen_addresses() -> None:
     for bad in ("8080", "host:", "host:99999", "host:http"):
         with pytest.raises(argparse.ArgumentTypeError):
             listen_address(bad)
+
+
+def test_namespace_lists() -> None:
+    assert namespace_list("jhub, research,") == ("jhub", "research")
+    assert namespace_list("*") == ("*",)
+    assert namespace_list("") == ()
+    for bad in ("JHub", "a_b", "-x", "x" * 64):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a namespace name"):
+            namespace_list(bad)
 
 
 def test_help_works_without_a_cluster(capsys: pytest.CaptureFixture[str]) -> None:

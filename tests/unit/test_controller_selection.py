@@ -58,12 +58,39 @@ def test_a_scheduler_error_other_than_unschedulable_is_not_ours() -> None:
 
 
 def test_interactivity_and_priority() -> None:
-    hub = pending_pod(pod("jupyter-ann", {MIG: 1}, labels={"component": "singleuser-server"}))
-    marked = pending_pod(pod("k", {MIG: 1}, annotations={"jupyter-mig.io/interactive": "true"}))
-    batch = pending_pod(pod("job", {MIG: 1}, priority=50))
+    trusted = ("demo",)
+    hub = pending_pod(
+        pod("jupyter-ann", {MIG: 1}, labels={"component": "singleuser-server"}), trusted
+    )
+    marked = pending_pod(
+        pod("k", {MIG: 1}, annotations={"jupyter-mig.io/interactive": "true"}), trusted
+    )
+    batch = pending_pod(pod("job", {MIG: 1}, priority=50), trusted)
     assert hub.interactive and marked.interactive and not batch.interactive
     assert batch.priority == 50 and hub.priority == 0
     assert batch.key == "demo/job"
+
+
+@pytest.mark.parametrize(
+    ("namespace", "trusted", "interactive"),
+    [
+        ("jhub", ("jhub",), True),
+        ("batch", ("jhub",), False),
+        ("batch", (), False),
+        ("batch", ("*",), True),
+    ],
+)
+def test_the_interactive_mark_counts_only_where_the_admin_trusts_it(
+    namespace: str, trusted: tuple[str, ...], interactive: bool
+) -> None:
+    both = pod(
+        "sneaky",
+        {MIG: 1},
+        namespace=namespace,
+        labels={"component": "singleuser-server"},
+        annotations={"jupyter-mig.io/interactive": "true"},
+    )
+    assert pending_pod(both, trusted).interactive is interactive
 
 
 # -- requests ----------------------------------------------------------------------------------

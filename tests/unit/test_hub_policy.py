@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import examples
 
 from jupyter_mig.api.slices import (
     BUSY,
@@ -18,8 +21,8 @@ from jupyter_mig.api.slices import (
     plan_slice,
     slice_options,
 )
-from jupyter_mig.mig.models import MODELS
-from jupyter_mig.mig.sizes import SizeError
+from jupyter_mig.mig.models import BUILTIN_MODELS, MODELS, GpuModel
+from jupyter_mig.mig.sizes import SizeError, nominal_gb, parse_size
 
 
 def document(*models: tuple[str, dict[str, tuple[int, int, int]]]) -> Capacity:
@@ -120,3 +123,36 @@ def test_the_menu_admits_profiles_the_menu_sizes_resolve_to() -> None:
 def test_nothing_partitioned_means_no_slice() -> None:
     with pytest.raises(SizeError, match="no GPU that jupyter-mig partitions"):
         plan_slice("10gb", parse_capacity({"models": []}), SlicePolicy())
+
+
+def test_a_cap_never_rounds_up_to_the_next_profile() -> None:
+    a100 = document(("A100-80GB", {"2g.20gb": (1, 0, 0), "3g.40gb": (1, 0, 0)}))
+    policy = SlicePolicy(maximum=("30gb",))
+    assert plan_slice("2g.20gb", a100, policy).profile == "2g.20gb"
+    with pytest.raises(SliceRefused, match="above your maximum of 30gb"):
+        plan_slice("40gb", a100, policy)
+    a30 = document(("A30-24GB", {"2g.12gb": (1, 0, 0), "4g.24gb": (1, 0, 0)}))
+    with pytest.raises(SliceRefused):
+        plan_slice("4g.24gb", a30, SlicePolicy(maximum=("20gb",)))
+    assert "24gb" not in SlicePolicy(maximum=("20gb",)).menu(a30)
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    model=st.sampled_from(BUILTIN_MODELS),
+    cap=st.sampled_from(["5gb", "10gb", "20gb", "30gb", "45gb", "2g", "3g", "15GiB", "3g.40gb"]),
+)
+def test_a_permitted_profile_is_never_larger_than_its_cap(model: GpuModel, cap: str) -> None:
+    policy = SlicePolicy(maximum=(cap,))
+    req = parse_size(cap)
+    for profile in model.profiles:
+        if not policy.permits(model, profile):
+            continue
+        if req.kind == "gb":
+            assert nominal_gb(profile) <= req.amount
+        elif req.kind == "gib":
+            assert profile.memory_mib <= req.amount * 1024
+        elif req.kind == "compute":
+            assert profile.compute <= req.amount
+        else:
+            assert profile.compute <= 3 and nominal_gb(profile) <= 40

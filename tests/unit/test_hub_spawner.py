@@ -338,6 +338,7 @@ def test_configure_hub_keeps_the_admins_server_token_scopes(controller: Controll
         "access:servers!server",
         "read:users:name!user",
         "access:services!service=jupyter-mig",
+        "servers!server",
     ]
     assert [s["name"] for s in c.JupyterHub.services] == ["jupyter-mig"]
 
@@ -359,3 +360,17 @@ def test_the_example_hub_config_loads() -> None:
     assert [p["slug"] for p in profiles.profiles] == ["datascience", "big"]
     assert profiles.settings.policy_for(["gpu-power"]).maximum == ("40gb",)
     assert c.JupyterHub.services[-1]["command"][-1] == "0.0.0.0:10101"
+
+
+def test_a_users_servers_together_stay_under_the_total(controller: Controller) -> None:
+    settings = settings_for(controller, max_total_size="40gb")
+    spawner = make_spawner()
+    big = SimpleNamespace(active=True, user_options={"gpu_slice": "3g.40gb"})
+    stopped = SimpleNamespace(active=False, user_options={"gpu_slice": "40gb"})
+    spawner.user.spawners = {"": spawner, "big": big, "old": stopped}
+    err = refusal(spawner, settings, {"gpu_slice": "10gb"})
+    assert err.status_code == 403
+    assert "50 GB together, above this hub's limit of 40gb" in (err.log_message or "")
+    big.user_options = {"gpu_slice": "20gb"}
+    assert "nvidia.com/mig-1g.10gb" in limits_of(spawn(spawner, settings, {"gpu_slice": "10gb"}))
+    assert not limits_of(spawn(spawner, settings, {"gpu_slice": "none"}))  # no GPU: no limit
