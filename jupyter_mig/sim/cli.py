@@ -22,6 +22,8 @@ DEFAULT_POLICIES = ("dynamic", "nos-greedy", "static:all-1g", "static:balanced",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Policies: dynamic (the jupyter-mig planner), nos-greedy (a re-implementation of nos), "
+        "nos-greedy-ordered (the same without nos's random choices and quirks), nos-shipped "
+        "(nos with its shipped geometry tables), "
         "static:all-1g, static:balanced, static:all-3g or static:<sizes> such as "
         "static:2x1g+2g+3g.  See docs/simulator.md."
     )
@@ -134,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     idle = _number(args.batch_idle, "--batch-idle", minimum=0)
     longest = _number(args.batch_max, "--batch-max", minimum=0)
     batching = Batching(idle=idle, max_wait=max(idle, longest))
-    policies = [make_policy(spec, model, batching) for spec in args.policy or DEFAULT_POLICIES]
+    policies = [
+        make_policy(spec, model, batching, seed) for spec in args.policy or DEFAULT_POLICIES
+    ]
     json_path = _output(args.json, "--json")
     plot_path = _output(args.plot, "--plot")
 

@@ -1,5 +1,6 @@
 """The policies the simulator compares: ``dynamic`` (the real planner), ``static:<layout>`` and
-``nos-greedy`` (in :mod:`jupyter_mig.sim.nos`)."""
+the nos baselines ``nos-greedy``, ``nos-greedy-ordered`` and ``nos-shipped`` (in
+:mod:`jupyter_mig.sim.nos`)."""
 
 from __future__ import annotations
 
@@ -127,17 +128,29 @@ def _resolve(size: str, model: GpuModel, where: str) -> Profile:
     return profile
 
 
+#: The nos baselines by name: (faithful to nos's random choices and quirks, nos's shipped tables).
+NOS_POLICIES = {
+    "nos-greedy": (True, False),
+    "nos-greedy-ordered": (False, False),
+    "nos-shipped": (True, True),
+}
+
+
 def make_policy(
-    spec: str, model: GpuModel, dynamic_batching: Batching = DYNAMIC_BATCHING
+    spec: str, model: GpuModel, dynamic_batching: Batching = DYNAMIC_BATCHING, seed: int = 0
 ) -> Policy:
-    """``dynamic``, ``nos-greedy`` or ``static:<layout>``; a user error names the choices."""
+    """``dynamic``, a nos baseline or ``static:<layout>``; a user error names the choices.
+    ``seed`` drives the random choices nos makes (``nos-greedy``, ``nos-shipped``)."""
     text = spec.strip()
     if text == "dynamic":
         return DynamicPolicy(batching=dynamic_batching)
-    if text == "nos-greedy":
-        return NosGreedyPolicy()
+    if text in NOS_POLICIES:
+        faithful, shipped = NOS_POLICIES[text]
+        policy = NosGreedyPolicy(name=text, seed=seed, faithful=faithful, shipped=shipped)
+        policy.geometries(model)  # nos-shipped: a model nos has no table for is a user error
+        return policy
     if text.startswith("static:") and text[7:].strip():
         layout = text[7:].strip()
         return StaticPolicy(name=f"static:{layout}", layout=static_layout(layout, model))
-    choices = ", ".join(["dynamic", "nos-greedy", *(f"static:{s}" for s in STATIC_LAYOUTS)])
+    choices = ", ".join(["dynamic", *NOS_POLICIES, *(f"static:{s}" for s in STATIC_LAYOUTS)])
     raise UserError(f"--policy {spec!r}: unknown policy; use one of {choices} or static:2x1g+2g+3g")
