@@ -22,7 +22,8 @@ so that cluster-scale rounds stay within their time budget).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from jupyter_mig.mig.layout import Instance, span_mask
@@ -728,7 +729,79 @@ def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan
     best, score = _run(nodes, order, tiers, sizes)
     if not best.unplaced or len(demands) > SECOND_PASS_LIMIT:
         return best
-    queued = [by_tier(largest_first=True)]
+    best, score = _reorder(nodes, demands, tiers, sizes, order, best, score, by_tier)
+    memos = {m.name: _Memo(m) for m in models}
+    if not _could_serve_more(nodes, demands, best, memos):
+        return best
+    from jupyter_mig.mig.exact import solve_round  # needs highspy; only short rounds get here
+
+    served = [-n for n in score[: len(tiers)]]
+    exact = solve_round(nodes, demands, memos, tiers, served)
+    if exact is not None and _score(exact, demands, tiers, nodes, memos) < score:
+        return exact
+    return best
+
+
+def _could_serve_more(
+    nodes: Sequence[NodeSnapshot], demands: Sequence[Demand], plan: Plan, memos: dict[str, _Memo]
+) -> bool:
+    """Whether some unserved pod could get all its instances on one of its nodes if everything
+    not in use were re-carved: if none could, no plan serves more than ``plan``."""
+    left = set(plan.unplaced)
+    held: dict[str, list[tuple[_Memo, Signature]]] = {}
+    for node in nodes:
+        for snap in node.gpus:
+            memo = memos[snap.model.name]
+            sig = memo.signature((i.start, i.profile_id) for i in snap.instances if i.used)
+            held.setdefault(node.name, []).append((memo, sig))
+    for d in demands:
+        if d.name not in left:
+            continue
+        for name in held if d.nodes is None else (n for n in d.nodes if n in held):
+            if all(
+                any(
+                    (p := resolve_for_model(item, memo.model)) is not None
+                    and any(memo.fits(sig, p, start) for start in p.starts)
+                    for memo, sig in held[name]
+                )
+                for item in d.items
+            ):
+                return True
+    return False
+
+
+def _score(
+    plan: Plan,
+    demands: Sequence[Demand],
+    tiers: list[tuple[int, bool]],
+    nodes: Sequence[NodeSnapshot],
+    memos: dict[str, _Memo],
+) -> tuple[int, ...]:
+    """(served per tier, negated; operations; fragmentation): lower is better."""
+    served = Counter(_tier(d) for d in demands if d.items and d.name in plan.placements)
+    fragmentation = 0
+    for node in nodes:
+        for snap in node.gpus:
+            memo = memos[snap.model.name]
+            sig = memo.signature(
+                (i.start, i.profile_id) for i in plan.layouts[(node.name, snap.index)]
+            )
+            fragmentation -= memo.capacity(sig[0], sig[1])
+    return (*(-served[t] for t in tiers), plan.operations, fragmentation)
+
+
+def _reorder(
+    nodes: Sequence[NodeSnapshot],
+    demands: Sequence[Demand],
+    tiers: list[tuple[int, bool]],
+    sizes: dict[SizeRequest, float],
+    order: list[Demand],
+    best: Plan,
+    score: tuple[int, ...],
+    by_tier: Callable[[bool], list[Demand]],
+) -> tuple[Plan, tuple[int, ...]]:
+    """Plan again largest first, then with what stayed unserved promoted to the front."""
+    queued = [by_tier(True)]  # largest first
     passes = PROMOTION_PASSES if len(demands) <= PROMOTION_LIMIT else 1
     tried = {tuple(d.name for d in order)}
     last_order, last = order, best
@@ -753,7 +826,7 @@ def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan
         last_order, last = order, plan
         if plan_score < score:
             best, score = plan, plan_score
-    return best
+    return best, score
 
 
 def _pack(memo: _Memo, base: Signature, pids: list[int]) -> list[int] | None:
