@@ -9,6 +9,9 @@ markdown table of benchmarks/RESULTS.md from what is there.
     nice .venv/bin/python benchmarks/sweep_nos.py --out /tmp/sweep --jobs 2
     .venv/bin/python benchmarks/sweep_nos.py --out /tmp/sweep --table
 
+Every GPU starts with one whole-GPU instance, for ``dynamic`` as for nos (which initializes
+its GPUs so), so that both policies start from the same cluster.
+
 Workloads: the openb traces found in TRACE_DIR (default: ``../shared/traces/openb`` beside the
 repository) and the built-in synthetic workload; ``--max-pods N`` keeps the first N pods of each
 trace (in trace order) to shorten a run.
@@ -74,7 +77,7 @@ def run_job(job: Job, traces: Path, max_pods: int | None, count: int, out: Path)
     model = get_model(MODEL)
     cluster = ClusterSpec(model, job.nodes, 8)
     workload = _workload(job, traces, max_pods, count)
-    policy = make_policy(job.policy, model, seed=job.seed)
+    policy = make_policy(job.policy, model, seed=job.seed, dynamic_start_whole=True)
     result = simulate(cluster, workload.pods, policy, Timing())
     doc = {"job": job.__dict__, **result_json(result)}
     target = out / f"{job.key}.json"

@@ -140,11 +140,10 @@ def solve_round(
     served: Sequence[int],
 ) -> Plan | None:
     """A plan serving more pods per tier (lexicographically) than ``served``, the greedy's count
-    per tier, found within the node budget; None when there is none or the round is too large."""
+    per tier, found within the node budget; None when there is none or the round has too many
+    GPUs with a choice.  The caller keeps rounds of more than POD_LIMIT pods away."""
     from jupyter_mig.mig.planner import Assignment, Plan
 
-    if len(demands) > POD_LIMIT:
-        return None
     resolved: dict[tuple[SizeRequest, str], int | None] = {}
 
     def pid_for(item: SizeRequest, model: GpuModel) -> int | None:

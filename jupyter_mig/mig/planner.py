@@ -730,11 +730,11 @@ def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan
     if not best.unplaced or len(demands) > SECOND_PASS_LIMIT:
         return best
     best, score = _reorder(nodes, demands, tiers, sizes, order, best, score, by_tier)
-    memos = {m.name: _Memo(m) for m in models}
-    if not _could_serve_more(nodes, demands, best, memos):
-        return best
-    from jupyter_mig.mig.exact import solve_round  # needs highspy; only short rounds get here
+    from jupyter_mig.mig.exact import POD_LIMIT, solve_round  # only short rounds get here
 
+    memos = {m.name: _Memo(m) for m in models}
+    if len(demands) > POD_LIMIT or not _could_serve_more(nodes, demands, best, memos):
+        return best
     served = [-n for n in score[: len(tiers)]]
     exact = solve_round(nodes, demands, memos, tiers, served)
     if exact is not None and _score(exact, demands, tiers, nodes, memos) < score:

@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-max", default=10.0, metavar="SEC", help="dynamic: longest batch (10)"
     )
     parser.add_argument(
+        "--dynamic-start",
+        choices=["empty", "whole"],
+        default="empty",
+        help="dynamic's starting layout: nothing carved (default), or one whole-GPU instance per "
+        "GPU, as nos starts",
+    )
+    parser.add_argument(
         "--policy",
         action="append",
         metavar="POLICY",
@@ -137,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     longest = _number(args.batch_max, "--batch-max", minimum=0)
     batching = Batching(idle=idle, max_wait=max(idle, longest))
     policies = [
-        make_policy(spec, model, batching, seed) for spec in args.policy or DEFAULT_POLICIES
+        make_policy(spec, model, batching, seed, args.dynamic_start == "whole")
+        for spec in args.policy or DEFAULT_POLICIES
     ]
     json_path = _output(args.json, "--json")
     plot_path = _output(args.plot, "--plot")

@@ -145,6 +145,11 @@ def shipped_geometries(model: GpuModel) -> tuple[Geometry, ...]:
     return tuple(geometries)
 
 
+def whole_gpu(model: GpuModel) -> tuple[Instance, ...]:
+    """One instance of the whole-GPU profile: how nos initializes a MIG GPU."""
+    return (Instance(model.full_profile.starts[0], model.full_profile.nvml_id),)
+
+
 class _Gpu:
     """nos's view of one GPU: counts of used and free devices per profile, no placements."""
 
@@ -246,9 +251,7 @@ class NosGreedyPolicy:
     def initial_layout(self, model: GpuModel) -> tuple[Instance, ...]:
         # A run starts here: re-seed, so that the same policy object replays the same run.
         self._rng = random.Random(self.seed)
-        if not self.faithful:
-            return ()
-        return (Instance(model.full_profile.starts[0], model.full_profile.nvml_id),)
+        return whole_gpu(model) if self.faithful else ()
 
     def plan(self, gpus: Sequence[GpuView], waiting: Sequence[PodView]) -> Decision:
         if not waiting or not gpus:

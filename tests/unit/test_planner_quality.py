@@ -339,7 +339,7 @@ def test_planner_places_at_least_99_percent_of_the_optimum() -> None:
     )
 
 
-WIDE_ROUNDS = 50
+WIDE_ROUNDS = 40
 WIDE_QUALITY = 0.999
 
 

@@ -335,3 +335,15 @@ def test_dynamic_policy_plans_only_idle_gpus() -> None:
     decision = DynamicPolicy().plan(gpus, waiting)
     assert set(decision.changes) == {("n1", 1)}
     assert [(n, g) for n, g, _ in decision.placements["p"]] == [("n1", 1)]
+
+
+def test_dynamic_can_start_like_nos_with_a_whole_gpu_instance() -> None:
+    cluster = ClusterSpec(A100, 1, 1)
+    pods = [PodSpec("whole", 1.0, 50.0, ("7g",)), PodSpec("small", 60.0, 50.0, ("3g",))]
+    empty = simulate(cluster, pods, make_policy("dynamic", A100), Timing())
+    whole = simulate(
+        cluster, pods, make_policy("dynamic", A100, dynamic_start_whole=True), Timing()
+    )
+    assert empty.bind_times["whole"] > 1.0
+    assert whole.bind_times["whole"] == 1.0  # the 7g is already there
+    assert (whole.creates, whole.destroys) == (1, 1)  # the 3g replaces the free 7g
