@@ -25,6 +25,7 @@ import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from jupyter_mig.mig.layout import Instance, span_mask
 from jupyter_mig.mig.models import GpuModel, Profile
@@ -102,8 +103,17 @@ Signature = tuple[int, int, tuple[tuple[int, int], ...], int, bool, bool]
 # A GPU's state: the signature of what must stay (in use, or promised to a pod this round) and
 # the existing free instances that could be reused or destroyed.
 StateKey = tuple[Signature, tuple[Slot, ...]]
-# An option: (ops, loss, free compute after, start, reused slot or None, destroyed slots)
-Option = tuple[int, int, int, int, Slot | None, tuple[Slot, ...]]
+
+
+class Option(NamedTuple):
+    """One way to get an instance on a GPU; options compare as tuples, cheapest first."""
+
+    ops: int  # destroy + create operations it costs
+    loss: int  # future capacity it spoils (the fragmentation measure)
+    free_after: int  # compute left free on the GPU afterwards (less: a tighter fit)
+    start: int  # where the instance goes
+    reused: Slot | None  # the existing free instance it takes, if any
+    destroyed: tuple[Slot, ...]  # the free instances it destroys to make room
 
 
 class _Memo:
@@ -207,7 +217,7 @@ class _Memo:
         found: Option | None = None
         for slot in free:
             if slot[1] == pid:
-                found = (0, 0, self.budget - sig[1], slot[0], slot, ())
+                found = Option(0, 0, self.budget - sig[1], slot[0], slot, ())
                 break
         else:
             found = self._carve(self.signature(free, sig) if free else sig, sig, pid)
@@ -282,7 +292,7 @@ class _Memo:
         compute = sig[1] + p.compute
         loss = before - self.capacity(sig[0] | span, compute)
         loss += held - self.capacity(fixed[0] | span, fixed[1] + p.compute)
-        return (1 + len(destroyed), loss, self.budget - compute, start, None, destroyed)
+        return Option(1 + len(destroyed), loss, self.budget - compute, start, None, destroyed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,7 +373,7 @@ class _Index:
             option = memo.cheap_option(gpu.kid, gpu.key, pid)
         if option is None:
             return None
-        return (option[0], option[1], option[2], gpu.gid, gpu.kid)
+        return (option.ops, option.loss, option.free_after, gpu.gid, gpu.kid)
 
     def push(self, gpu: _Gpu) -> None:
         model = gpu.memo.model.name
@@ -482,7 +492,7 @@ class _Round:
         option = gpu.option(pid)
         if option is None:
             return best
-        score = (option[0], option[1], option[2], gpu.gid)
+        score = (option.ops, option.loss, option.free_after, gpu.gid)
         return (score, gpu, option, pid) if best is None or score < best[0] else best
 
     # -- single-instance pods ----------------------------------------------------------------
@@ -593,7 +603,7 @@ class _Round:
             if trial is None:
                 self.misfits[(name, wanted)] = version
                 continue
-            cost = (sum(o[0] for _, o, _ in trial), sum(o[1] for _, o, _ in trial))
+            cost = (sum(o.ops for _, o, _ in trial), sum(o.loss for _, o, _ in trial))
             if best is None or cost < best[0]:
                 best = (cost, trial)
             feasible += 1
@@ -621,7 +631,7 @@ class _Round:
                 kid, key, _ = states[gpu.gid]
                 option = gpu.memo.option(kid, key, pid)
                 if option is not None:
-                    score = (option[0], option[1], option[2], gpu.gid)
+                    score = (option.ops, option.loss, option.free_after, gpu.gid)
                     if pick is None or score < pick[0]:
                         pick = (score, gpu, option, pid)
             if pick is None:
