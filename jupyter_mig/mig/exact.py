@@ -41,8 +41,10 @@ POD_LIMIT = 96
 #: Layouts enumerated per GPU; a GPU with more gives up the exact solve (never hit by the models
 #: built in: an empty 7-slice GPU with every profile has 2,319).
 LAYOUT_LIMIT = 5000
-#: The solver's budget: branch-and-bound nodes.  A count, so the same round gets the same answer.
-NODE_LIMIT = 400
+#: The solver's budget: branch-and-bound nodes, and columns of the program (above ~2,500 a solve
+#: can take seconds).  Counts, not times, so the same round always gets the same answer.
+NODE_LIMIT = 200
+COLUMN_LIMIT = 2500
 
 # One configuration: (supply per demanded profile, operations, the layout's instances not in use)
 Config = tuple[tuple[int, ...], int, tuple["Slot", ...]]
@@ -233,6 +235,8 @@ def solve_round(
         pod_cols[d.name] = list(choice)
     for terms in supply_rows.values():
         m.row(-np.inf, 0, terms)
+    if len(m.upper) > COLUMN_LIMIT:
+        return None
     # Only plans that serve more than the greedy's are worth finding: one more pod in some tier
     # gains at least ``unit`` however the lower tiers fare, and operations cost less than that.
     values = m.solve(-sum(weights[t] * n for t, n in zip(tiers, served, strict=True)) - 0.5)
