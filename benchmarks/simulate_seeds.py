@@ -51,7 +51,7 @@ def main() -> None:
                     seed=seed,
                 )
                 dyn, nos = (
-                    simulate(cluster, workload.pods, make_policy(p, model), Timing())
+                    simulate(cluster, workload.pods, make_policy(p, model, seed=seed), Timing())
                     for p in ("dynamic", "nos-greedy")
                 )
                 print(

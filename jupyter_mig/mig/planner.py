@@ -22,8 +22,10 @@ so that cluster-scale rounds stay within their time budget).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from jupyter_mig.mig.layout import Instance, span_mask
 from jupyter_mig.mig.models import GpuModel, Profile
@@ -101,8 +103,17 @@ Signature = tuple[int, int, tuple[tuple[int, int], ...], int, bool, bool]
 # A GPU's state: the signature of what must stay (in use, or promised to a pod this round) and
 # the existing free instances that could be reused or destroyed.
 StateKey = tuple[Signature, tuple[Slot, ...]]
-# An option: (ops, loss, free compute after, start, reused slot or None, destroyed slots)
-Option = tuple[int, int, int, int, Slot | None, tuple[Slot, ...]]
+
+
+class Option(NamedTuple):
+    """One way to get an instance on a GPU; options compare as tuples, cheapest first."""
+
+    ops: int  # destroy + create operations it costs
+    loss: int  # future capacity it spoils (the fragmentation measure)
+    free_after: int  # compute left free on the GPU afterwards (less: a tighter fit)
+    start: int  # where the instance goes
+    reused: Slot | None  # the existing free instance it takes, if any
+    destroyed: tuple[Slot, ...]  # the free instances it destroys to make room
 
 
 class _Memo:
@@ -206,7 +217,7 @@ class _Memo:
         found: Option | None = None
         for slot in free:
             if slot[1] == pid:
-                found = (0, 0, self.budget - sig[1], slot[0], slot, ())
+                found = Option(0, 0, self.budget - sig[1], slot[0], slot, ())
                 break
         else:
             found = self._carve(self.signature(free, sig) if free else sig, sig, pid)
@@ -281,7 +292,7 @@ class _Memo:
         compute = sig[1] + p.compute
         loss = before - self.capacity(sig[0] | span, compute)
         loss += held - self.capacity(fixed[0] | span, fixed[1] + p.compute)
-        return (1 + len(destroyed), loss, self.budget - compute, start, None, destroyed)
+        return Option(1 + len(destroyed), loss, self.budget - compute, start, None, destroyed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,7 +373,7 @@ class _Index:
             option = memo.cheap_option(gpu.kid, gpu.key, pid)
         if option is None:
             return None
-        return (option[0], option[1], option[2], gpu.gid, gpu.kid)
+        return (option.ops, option.loss, option.free_after, gpu.gid, gpu.kid)
 
     def push(self, gpu: _Gpu) -> None:
         model = gpu.memo.model.name
@@ -481,7 +492,7 @@ class _Round:
         option = gpu.option(pid)
         if option is None:
             return best
-        score = (option[0], option[1], option[2], gpu.gid)
+        score = (option.ops, option.loss, option.free_after, gpu.gid)
         return (score, gpu, option, pid) if best is None or score < best[0] else best
 
     # -- single-instance pods ----------------------------------------------------------------
@@ -592,7 +603,7 @@ class _Round:
             if trial is None:
                 self.misfits[(name, wanted)] = version
                 continue
-            cost = (sum(o[0] for _, o, _ in trial), sum(o[1] for _, o, _ in trial))
+            cost = (sum(o.ops for _, o, _ in trial), sum(o.loss for _, o, _ in trial))
             if best is None or cost < best[0]:
                 best = (cost, trial)
             feasible += 1
@@ -620,7 +631,7 @@ class _Round:
                 kid, key, _ = states[gpu.gid]
                 option = gpu.memo.option(kid, key, pid)
                 if option is not None:
-                    score = (option[0], option[1], option[2], gpu.gid)
+                    score = (option.ops, option.loss, option.free_after, gpu.gid)
                     if pick is None or score < pick[0]:
                         pick = (score, gpu, option, pid)
             if pick is None:
@@ -728,7 +739,79 @@ def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan
     best, score = _run(nodes, order, tiers, sizes)
     if not best.unplaced or len(demands) > SECOND_PASS_LIMIT:
         return best
-    queued = [by_tier(largest_first=True)]
+    best, score = _reorder(nodes, demands, tiers, sizes, order, best, score, by_tier)
+    from jupyter_mig.mig.exact import POD_LIMIT, solve_round  # only short rounds get here
+
+    memos = {m.name: _Memo(m) for m in models}
+    if len(demands) > POD_LIMIT or not _could_serve_more(nodes, demands, best, memos):
+        return best
+    served = [-n for n in score[: len(tiers)]]
+    exact = solve_round(nodes, demands, memos, tiers, served)
+    if exact is not None and _score(exact, demands, tiers, nodes, memos) < score:
+        return exact
+    return best
+
+
+def _could_serve_more(
+    nodes: Sequence[NodeSnapshot], demands: Sequence[Demand], plan: Plan, memos: dict[str, _Memo]
+) -> bool:
+    """Whether some unserved pod could get all its instances on one of its nodes if everything
+    not in use were re-carved: if none could, no plan serves more than ``plan``."""
+    left = set(plan.unplaced)
+    held: dict[str, list[tuple[_Memo, Signature]]] = {}
+    for node in nodes:
+        for snap in node.gpus:
+            memo = memos[snap.model.name]
+            sig = memo.signature((i.start, i.profile_id) for i in snap.instances if i.used)
+            held.setdefault(node.name, []).append((memo, sig))
+    for d in demands:
+        if d.name not in left:
+            continue
+        for name in held if d.nodes is None else (n for n in d.nodes if n in held):
+            if all(
+                any(
+                    (p := resolve_for_model(item, memo.model)) is not None
+                    and any(memo.fits(sig, p, start) for start in p.starts)
+                    for memo, sig in held[name]
+                )
+                for item in d.items
+            ):
+                return True
+    return False
+
+
+def _score(
+    plan: Plan,
+    demands: Sequence[Demand],
+    tiers: list[tuple[int, bool]],
+    nodes: Sequence[NodeSnapshot],
+    memos: dict[str, _Memo],
+) -> tuple[int, ...]:
+    """(served per tier, negated; operations; fragmentation): lower is better."""
+    served = Counter(_tier(d) for d in demands if d.items and d.name in plan.placements)
+    fragmentation = 0
+    for node in nodes:
+        for snap in node.gpus:
+            memo = memos[snap.model.name]
+            sig = memo.signature(
+                (i.start, i.profile_id) for i in plan.layouts[(node.name, snap.index)]
+            )
+            fragmentation -= memo.capacity(sig[0], sig[1])
+    return (*(-served[t] for t in tiers), plan.operations, fragmentation)
+
+
+def _reorder(
+    nodes: Sequence[NodeSnapshot],
+    demands: Sequence[Demand],
+    tiers: list[tuple[int, bool]],
+    sizes: dict[SizeRequest, float],
+    order: list[Demand],
+    best: Plan,
+    score: tuple[int, ...],
+    by_tier: Callable[[bool], list[Demand]],
+) -> tuple[Plan, tuple[int, ...]]:
+    """Plan again largest first, then with what stayed unserved promoted to the front."""
+    queued = [by_tier(True)]  # largest first
     passes = PROMOTION_PASSES if len(demands) <= PROMOTION_LIMIT else 1
     tried = {tuple(d.name for d in order)}
     last_order, last = order, best
@@ -753,7 +836,7 @@ def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan
         last_order, last = order, plan
         if plan_score < score:
             best, score = plan, plan_score
-    return best
+    return best, score
 
 
 def _pack(memo: _Memo, base: Signature, pids: list[int]) -> list[int] | None:

@@ -22,6 +22,8 @@ DEFAULT_POLICIES = ("dynamic", "nos-greedy", "static:all-1g", "static:balanced",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Policies: dynamic (the jupyter-mig planner), nos-greedy (a re-implementation of nos), "
+        "nos-greedy-ordered (the same without nos's random choices and quirks), nos-shipped "
+        "(nos with its shipped geometry tables), "
         "static:all-1g, static:balanced, static:all-3g or static:<sizes> such as "
         "static:2x1g+2g+3g.  See docs/simulator.md."
     )
@@ -61,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--batch-idle", default=2.0, metavar="SEC", help="dynamic: idle window (2)")
     timing.add_argument(
         "--batch-max", default=10.0, metavar="SEC", help="dynamic: longest batch (10)"
+    )
+    parser.add_argument(
+        "--dynamic-start",
+        choices=["empty", "whole"],
+        default="empty",
+        help="dynamic's starting layout: nothing carved (default), or one whole-GPU instance per "
+        "GPU, as nos starts",
     )
     parser.add_argument(
         "--policy",
@@ -134,7 +143,10 @@ def run(args: argparse.Namespace) -> int:
     idle = _number(args.batch_idle, "--batch-idle", minimum=0)
     longest = _number(args.batch_max, "--batch-max", minimum=0)
     batching = Batching(idle=idle, max_wait=max(idle, longest))
-    policies = [make_policy(spec, model, batching) for spec in args.policy or DEFAULT_POLICIES]
+    policies = [
+        make_policy(spec, model, batching, seed, args.dynamic_start == "whole")
+        for spec in args.policy or DEFAULT_POLICIES
+    ]
     json_path = _output(args.json, "--json")
     plot_path = _output(args.plot, "--plot")
 

@@ -1,5 +1,6 @@
 """The policies the simulator compares: ``dynamic`` (the real planner), ``static:<layout>`` and
-``nos-greedy`` (in :mod:`jupyter_mig.sim.nos`)."""
+the nos baselines ``nos-greedy``, ``nos-greedy-ordered`` and ``nos-shipped`` (in
+:mod:`jupyter_mig.sim.nos`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from jupyter_mig.mig.models import GpuModel, Profile
 from jupyter_mig.mig.planner import Demand, GpuSnapshot, NodeSnapshot, ObservedInstance, plan_round
 from jupyter_mig.mig.sizes import SizeError, parse_size, resolve_for_model
 from jupyter_mig.sim.engine import Batching, Decision, GpuChange, GpuView, PodView, Policy, Slot
-from jupyter_mig.sim.nos import NosGreedyPolicy
+from jupyter_mig.sim.nos import NosGreedyPolicy, whole_gpu
 
 #: Defaults for ``dynamic``: plan 2 s after the last pending pod showed up, at most 10 s after the
 #: first, so a burst of notebook starts is planned together without making anyone wait long.
@@ -30,9 +31,11 @@ class DynamicPolicy:
 
     batching: Batching | None = DYNAMIC_BATCHING
     name: str = "dynamic"
+    start_whole: bool = False  # start like nos: one whole-GPU instance per GPU
 
     def initial_layout(self, model: GpuModel) -> tuple[Instance, ...]:
-        return ()  # MIG mode on, nothing carved: only demanded instances are created
+        # By default MIG mode is on and nothing carved: only demanded instances are created.
+        return whole_gpu(model) if self.start_whole else ()
 
     def plan(self, gpus: Sequence[GpuView], waiting: Sequence[PodView]) -> Decision:
         by_node: dict[str, list[GpuSnapshot]] = {}
@@ -127,17 +130,34 @@ def _resolve(size: str, model: GpuModel, where: str) -> Profile:
     return profile
 
 
+#: The nos baselines by name: (faithful to nos's random choices and quirks, nos's shipped tables).
+NOS_POLICIES = {
+    "nos-greedy": (True, False),
+    "nos-greedy-ordered": (False, False),
+    "nos-shipped": (True, True),
+}
+
+
 def make_policy(
-    spec: str, model: GpuModel, dynamic_batching: Batching = DYNAMIC_BATCHING
+    spec: str,
+    model: GpuModel,
+    dynamic_batching: Batching = DYNAMIC_BATCHING,
+    seed: int = 0,
+    dynamic_start_whole: bool = False,
 ) -> Policy:
-    """``dynamic``, ``nos-greedy`` or ``static:<layout>``; a user error names the choices."""
+    """``dynamic``, a nos baseline or ``static:<layout>``; a user error names the choices.
+    ``seed`` drives the random choices nos makes (``nos-greedy``, ``nos-shipped``);
+    ``dynamic_start_whole`` starts ``dynamic`` from one whole-GPU instance per GPU, as nos."""
     text = spec.strip()
     if text == "dynamic":
-        return DynamicPolicy(batching=dynamic_batching)
-    if text == "nos-greedy":
-        return NosGreedyPolicy()
+        return DynamicPolicy(batching=dynamic_batching, start_whole=dynamic_start_whole)
+    if text in NOS_POLICIES:
+        faithful, shipped = NOS_POLICIES[text]
+        policy = NosGreedyPolicy(name=text, seed=seed, faithful=faithful, shipped=shipped)
+        policy.geometries(model)  # nos-shipped: a model nos has no table for is a user error
+        return policy
     if text.startswith("static:") and text[7:].strip():
         layout = text[7:].strip()
         return StaticPolicy(name=f"static:{layout}", layout=static_layout(layout, model))
-    choices = ", ".join(["dynamic", "nos-greedy", *(f"static:{s}" for s in STATIC_LAYOUTS)])
+    choices = ", ".join(["dynamic", *NOS_POLICIES, *(f"static:{s}" for s in STATIC_LAYOUTS)])
     raise UserError(f"--policy {spec!r}: unknown policy; use one of {choices} or static:2x1g+2g+3g")
