@@ -256,6 +256,13 @@ static int lock_fd = -1;
 
 static nvmlReturn_t lock_state(void) {
     char path[4200];
+    snprintf(path, sizeof path, "%s/nvml.state", state_dir);
+    if (access(path, F_OK) != 0) { /* leave no lock file where there is no state */
+        complain("no simulated GPUs: %s does not exist; make them with `jupyter-mig nvml-sim "
+                 "init %s --gpu MODEL --gpus N`",
+                 path, state_dir);
+        return NVML_ERROR_DRIVER_NOT_LOADED;
+    }
     snprintf(path, sizeof path, "%s/nvml.lock", state_dir);
     lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock_fd < 0) {
