@@ -189,7 +189,11 @@ class Reconciler:
             for gi in gpu.instances:
                 if gi.mig_uuid is None:
                     log.info("GPU %d: destroying incomplete GPU instance %d", gpu.info.index, gi.id)
-                    self._destroy(gpu.info.index, gi.id)
+                    try:
+                        self._destroy(gpu.info.index, gi.id)
+                    except InUse:  # another client holds it: leave it, as a busy device
+                        log.warning("GPU %d: GPU instance %d is in use", gpu.info.index, gi.id)
+                        continue
                     repaired = True
         return repaired
 

@@ -13,6 +13,7 @@ import os
 
 from jupyter_mig.errors import UserError
 from jupyter_mig.nvml.base import (
+    DriverUnavailable,
     GpuInfo,
     GpuInstance,
     InsufficientResources,
@@ -27,6 +28,7 @@ from jupyter_mig.nvml.base import (
 )
 
 __all__ = [
+    "DriverUnavailable",
     "GpuInfo",
     "GpuInstance",
     "InUse",

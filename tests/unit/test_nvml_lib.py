@@ -209,7 +209,10 @@ def test_struct_versions_are_checked(tmp_path: Path) -> None:
 def test_a_missing_state_or_another_table_is_one_clear_line(tmp_path: Path) -> None:
     env = dict(os.environ, LD_LIBRARY_PATH=str(simgpu.library_path().parent))
     env[simgpu.ENV_DIR] = str(tmp_path / "nothing")
-    script = "import pynvml\ntry:\n    pynvml.nvmlInit()\nexcept pynvml.NVMLError as e:\n    print(e.value)"
+    script = (
+        "import pynvml\ntry:\n    pynvml.nvmlInit()\nexcept pynvml.NVMLError as e:\n"
+        "    print(e.value)"
+    )
     done = subprocess.run(
         [sys.executable, "-I", "-c", script], env=env, capture_output=True, text=True, timeout=60
     )

@@ -158,7 +158,7 @@ typedef struct {
 
 /* ---- handles: stable addresses, one per (kind, gpu, gi, ci), never freed ------------------- */
 
-enum { H_GPU = 1, H_MIG, H_GI, H_CI };
+enum { H_GPU = 1, H_MIG, H_GI, H_CI, H_GHOST }; /* H_GHOST: ci holds the ghost's gen */
 struct jm_handle {
     unsigned magic, kind, gpu, gi, ci;
 };
@@ -588,7 +588,10 @@ API nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
         if (changed) save_state();
     }
     if (rc == NVML_SUCCESS) {
-        if (init_count == 0) session_driver = st.driver, session_gen = st.gen;
+        /* A first init, or one after a driver reload (which an open session survives only
+         * until it initialises again), starts a new session. */
+        if (init_count == 0 || st.driver != session_driver)
+            session_driver = st.driver, session_gen = st.gen;
         init_count++;
     }
     unlock_state();
@@ -713,17 +716,19 @@ API nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *bus_id, nvmlDevice_t 
 
 /* Resolve a device handle (GPU or MIG device) inside a call; NULL when stale or foreign. */
 #define DEVICE(h, g)                                                                           \
-    gpu_t *g = is_handle(h, 0) && (h->kind == H_GPU || h->kind == H_MIG) ? gpu_of(h) : NULL;  \
+    gpu_t *g = is_handle(h, 0) && h->kind != H_GI && h->kind != H_CI ? gpu_of(h) : NULL;     \
     if (!g) return end(NVML_ERROR_INVALID_ARGUMENT, 0)
 
 /* A MIG device handle is live while its CI exists or, for an old session, as a ghost. */
 static const char *mig_uuid(gpu_t *g, struct jm_handle *h) {
+    if (h->kind == H_GHOST) {
+        for (unsigned i = 0; i < g->nghost; i++)
+            if (g->ghosts[i].gen == h->ci && g->ghosts[i].gen > session_gen)
+                return g->ghosts[i].uuid;
+        return NULL;
+    }
     ci_t *ci = ci_of(g, h->gi, h->ci);
-    if (ci) return ci->uuid;
-    for (unsigned i = 0; i < g->nghost; i++)
-        if (g->ghosts[i].gi == h->gi && g->ghosts[i].ci == h->ci && g->ghosts[i].gen > session_gen)
-            return g->ghosts[i].uuid;
-    return NULL;
+    return ci ? ci->uuid : NULL;
 }
 
 API nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
@@ -731,7 +736,7 @@ API nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int
     DEVICE(device, g);
     char text[NAME_LEN];
     set_text(text, sizeof text, g->spec->product);
-    if (device->kind == H_MIG) {
+    if (device->kind != H_GPU) {
         gi_t *gi = gi_of(g, device->gi);
         const jm_profile *p = gi ? profile_by_id(g->spec, gi->profile) : NULL;
         snprintf(text, sizeof text, "%s MIG %s", g->spec->product, p ? p->name : "?");
@@ -783,7 +788,7 @@ API nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int *min
     BEGIN("nvmlDeviceGetMinorNumber");
     DEVICE(device, g);
     if (!minor) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
-    if (device->kind == H_MIG) return end(NVML_ERROR_NOT_SUPPORTED, 0);
+    if (device->kind != H_GPU) return end(NVML_ERROR_NOT_SUPPORTED, 0);
     *minor = g->index;
     return end(NVML_SUCCESS, 0);
 }
@@ -809,7 +814,7 @@ API nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t device, nvmlPciInfo_t *pci) {
 
 /* Total memory of a GPU, or of the MIG device's GPU instance. */
 static unsigned long long memory_mib(gpu_t *g, struct jm_handle *h) {
-    if (h->kind == H_MIG) {
+    if (h->kind != H_GPU) {
         gi_t *gi = gi_of(g, h->gi);
         const jm_profile *p = gi ? profile_by_id(g->spec, gi->profile) : NULL;
         return p ? p->memory_mib : 0;
@@ -841,7 +846,7 @@ API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current
     BEGIN("nvmlDeviceGetMigMode");
     DEVICE(device, g);
     if (!current || !pending) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
-    if (device->kind == H_MIG) return end(NVML_ERROR_NOT_SUPPORTED, 0);
+    if (device->kind != H_GPU) return end(NVML_ERROR_NOT_SUPPORTED, 0);
     *current = g->current, *pending = g->pending;
     return end(NVML_SUCCESS, 0);
 }
@@ -852,7 +857,7 @@ API nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttri
     if (!attr) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
     memset(attr, 0, sizeof *attr);
     unsigned slices = g->spec->budget, gi_slices = g->spec->grid;
-    if (device->kind == H_MIG) {
+    if (device->kind != H_GPU) {
         gi_t *gi = gi_of(g, device->gi);
         ci_t *ci = ci_of(g, device->gi, device->ci);
         const jm_profile *p = gi ? profile_by_id(g->spec, gi->profile) : NULL;
@@ -1285,7 +1290,7 @@ API nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *
     BEGIN("nvmlDeviceIsMigDeviceHandle");
     DEVICE(device, g);
     if (!is_mig) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
-    *is_mig = device->kind == H_MIG;
+    *is_mig = device->kind != H_GPU;
     return end(NVML_SUCCESS, 0);
 }
 
@@ -1307,9 +1312,8 @@ API nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsign
     if (index >= g->spec->budget) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
     unsigned slot = 0;
     for (unsigned i = 0; i < g->nghost; i++)
-        if (g->ghosts[i].gen > session_gen && !ci_of(g, g->ghosts[i].gi, g->ghosts[i].ci) &&
-            slot++ == index) {
-            *mig = handle_for(H_MIG, g->index, g->ghosts[i].gi, g->ghosts[i].ci);
+        if (g->ghosts[i].gen > session_gen && slot++ == index) {
+            *mig = handle_for(H_GHOST, g->index, g->ghosts[i].gi, g->ghosts[i].gen);
             return end(NVML_SUCCESS, 0);
         }
     ci_t *order[MAX_GI * 8];
@@ -1334,7 +1338,7 @@ API nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t mig,
                                                               nvmlDevice_t *device) {
     BEGIN("nvmlDeviceGetDeviceHandleFromMigDeviceHandle");
     DEVICE(mig, g);
-    if (!device || mig->kind != H_MIG) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
+    if (!device || mig->kind == H_GPU) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
     *device = handle_for(H_GPU, g->index, 0, 0);
     return end(NVML_SUCCESS, 0);
 }
@@ -1342,7 +1346,7 @@ API nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t mig,
 API nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *id) {
     BEGIN("nvmlDeviceGetGpuInstanceId");
     DEVICE(device, g);
-    if (!id || device->kind != H_MIG) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
+    if (!id || device->kind == H_GPU) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
     if (!mig_uuid(g, device)) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
     *id = device->gi;
     return end(NVML_SUCCESS, 0);
@@ -1351,8 +1355,8 @@ API nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *i
 API nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *id) {
     BEGIN("nvmlDeviceGetComputeInstanceId");
     DEVICE(device, g);
-    if (!id || device->kind != H_MIG) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
+    if (!id || device->kind == H_GPU) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
     if (!mig_uuid(g, device)) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
-    *id = device->ci;
+    *id = device->kind == H_GHOST ? 0 : device->ci;
     return end(NVML_SUCCESS, 0);
 }
