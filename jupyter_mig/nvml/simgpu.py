@@ -27,6 +27,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.models import BUILTIN_MODELS, MODELS, GpuModel, Profile
@@ -230,12 +231,12 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _write_atomic(path: Path, lines: Iterable[str]) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` in one step, so a reader (or a kill -9) never sees half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.writelines(f"{line}\n" for line in lines)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -243,6 +244,10 @@ def _write_atomic(path: Path, lines: Iterable[str]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_lines(path: Path, lines: Iterable[list[str]]) -> None:
+    write_atomic(path, "".join(" ".join(line) + "\n" for line in lines))
 
 
 def _read(directory: Path) -> list[list[str]]:
@@ -278,7 +283,7 @@ def _edit(directory: str | os.PathLike[str], change: Callable[[list[list[str]]],
     with _locked(root):
         lines = _read(root)
         change(lines)
-        _write_atomic(root / STATE_FILE, (" ".join(line) for line in lines))
+        _write_lines(root / STATE_FILE, lines)
 
 
 def init_state(
@@ -325,7 +330,7 @@ def init_state(
                 ),
             ]
         lines += [["latency", call, f"{seconds:g}"] for call, seconds in (latency or {}).items()]
-        _write_atomic(path, (" ".join(line) for line in lines))
+        _write_lines(path, lines)
 
 
 def reboot(directory: str | os.PathLike[str]) -> None:
@@ -458,3 +463,52 @@ def session_env(directory: str | os.PathLike[str]) -> Iterator[None]:
             os.environ.pop(ENV_DIR, None)
         else:
             os.environ[ENV_DIR] = previous
+
+
+def read_devices(
+    directory: str | os.PathLike[str],
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """``(gpus, busy MIG UUIDs)`` straight from the state, for the sim node's device plugin.
+
+    Read from the file, not through NVML: one sim-node process serves several nodes, and a
+    process's NVML session sees one node.  Bypasses latency and faults, which model the
+    agent's NVML calls.  Each GPU dict has ``index``, ``uuid``, ``model``, ``product`` and
+    ``instances`` (dicts with ``id``, ``profile_id``, ``start``, ``size`` and ``mig_uuid``,
+    the UUID of the GI's first compute instance or None), sorted by start.
+    """
+    lines = state_lines(directory)
+    gpus: list[dict[str, Any]] = []
+    instances: dict[tuple[str, str], dict[str, Any]] = {}
+    first_ci: dict[tuple[str, str], int] = {}
+    for kind, *fields in lines[1:]:
+        if kind == "gpu":
+            model = MODELS.get(fields[1])
+            product = model.products[0] if model.products else model.name
+            gpus.append(
+                {
+                    "index": int(fields[0]),
+                    "uuid": fields[2],
+                    "model": model.name,
+                    "product": product,
+                    "instances": [],
+                }
+            )
+        elif kind == "gi":
+            profile = MODELS.get(gpus[int(fields[0])]["model"]).by_id[int(fields[2])]
+            instance = {
+                "id": int(fields[1]),
+                "profile_id": profile.nvml_id,
+                "start": int(fields[3]),
+                "size": profile.size,
+                "mig_uuid": None,
+            }
+            instances[(fields[0], fields[1])] = instance
+            gpus[int(fields[0])]["instances"].append(instance)
+        elif kind == "ci" and (fields[0], fields[1]) in instances:
+            key = (fields[0], fields[1])
+            if int(fields[2]) < first_ci.get(key, 1 << 31):
+                first_ci[key] = int(fields[2])
+                instances[key]["mig_uuid"] = fields[4]
+    for gpu in gpus:
+        gpu["instances"].sort(key=lambda instance: instance["start"])
+    return gpus, {fields[0] for kind, *fields in lines if kind == "busy"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import logging
 import shutil
 import threading
@@ -24,7 +25,7 @@ from typing import IO, Any
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.mig.models import MODELS
-from jupyter_mig.nvml import sim
+from jupyter_mig.nvml import simgpu
 from jupyter_mig.podresources.client import DeviceAssignment
 from jupyter_mig.simnode import kube
 from jupyter_mig.simnode.devices import DeviceTable, node_capacity, read_device_table
@@ -99,7 +100,7 @@ class NodeConfig:
 
 def _load_records(path: Path) -> dict[str, PodRecord]:
     try:
-        data = sim._read_json(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     return {uid: PodRecord.from_json(raw) for uid, raw in data.get("pods", {}).items()}
@@ -116,8 +117,8 @@ def reboot_state(state_dir: str | Path) -> None:
                 processes.kill(run.pid, run.proc_start)
     with contextlib.suppress(FileNotFoundError):
         (root / ALLOCATIONS_FILE).unlink()
-    if (root / sim.STATE_FILE).exists():
-        sim.reboot(root)
+    if (root / simgpu.STATE_FILE).exists():
+        simgpu.reboot(root)
 
 
 class SimNode:
@@ -156,7 +157,7 @@ class SimNode:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self._hold_dir_lock()
-        sim.init_state(self.dir, self.config.model, self.config.gpus, self.config.nvml_latency)
+        simgpu.init_state(self.dir, self.config.model, self.config.gpus, self.config.nvml_latency)
         (self.dir / PODS_DIR).mkdir(exist_ok=True)
         self._records = _load_records(self.dir / ALLOCATIONS_FILE)
         self._mark_busy()
@@ -221,11 +222,11 @@ class SimNode:
 
     def _save(self) -> None:
         data = {"pods": {uid: record.to_json() for uid, record in self._records.items()}}
-        sim.write_json_atomic(self.dir / ALLOCATIONS_FILE, data)
+        simgpu.write_atomic(self.dir / ALLOCATIONS_FILE, json.dumps(data, indent=1, sort_keys=True))
 
     def _mark_busy(self) -> None:
         """The devices pods hold have processes on them: NVML refuses to destroy them."""
-        sim.set_busy(self.dir, (d for r in self._records.values() for _c, _r, d in r.devices))
+        simgpu.set_busy(self.dir, (d for r in self._records.values() for _c, _r, d in r.devices))
 
     # -- node, heartbeat, device plugin ------------------------------------------------------
 

@@ -53,7 +53,7 @@ from jupyter_mig.mig.contract import parse_input
 from jupyter_mig.mig.layout import Instance, layout_errors
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.mig.planner import plan_round
-from jupyter_mig.nvml.sim import read_devices
+from jupyter_mig.nvml.simgpu import read_devices
 
 T = TypeVar("T")
 
@@ -449,7 +449,7 @@ class Monitor(threading.Thread):
 
     def check(self) -> None:
         for node in list(self.system.nodes.values()):
-            if not (node.state / "nvml.json").exists():
+            if not (node.state / "nvml.state").exists():
                 continue  # the sim node is still starting
             before = node.allocations()
             present = node.nvml_devices()

@@ -12,7 +12,7 @@ from jupyter_mig import cli
 from jupyter_mig.agent.health import Heartbeat, serve_health
 from jupyter_mig.agent.runner import Backoff, LazyNvml
 from jupyter_mig.nvml import Uninitialized, open_backend
-from jupyter_mig.nvml.sim import init_state
+from jupyter_mig.nvml.simgpu import init_state
 
 
 @pytest.mark.parametrize(
