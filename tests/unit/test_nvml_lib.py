@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from jupyter_mig.cli import main
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.nvml import simgpu
 
@@ -227,3 +228,25 @@ def test_a_missing_state_or_another_table_is_one_clear_line(tmp_path: Path) -> N
     )
     assert done.stdout.strip() == "18"  # NVML_ERROR_LIB_RM_VERSION_MISMATCH
     assert done.stderr.count("\n") == 1 and "jupyter-mig nvml-sim lib" in done.stderr
+
+
+def test_the_command_line_makes_state_and_names_the_library(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["nvml-sim", "lib"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path.is_absolute() and path.name == "libnvidia-ml.so.1" and path.is_file()
+    assert main(["nvml-sim", "init", str(tmp_path / "n"), "--gpu", "H100-80GB", "--gpus", "2"]) == 0
+    capsys.readouterr()
+    state = (tmp_path / "n" / simgpu.STATE_FILE).read_text()
+    cases = [
+        (["--gpu", "B999", "--gpus", "1"], tmp_path / "other", "unknown GPU model 'B999'"),
+        (["--gpu", "A100-80GB", "--gpus", "2"], tmp_path / "n", "holds 2 x H100-80GB"),
+        (["--gpu", "A100-80GB", "--gpus", "0"], tmp_path / "zero", "at least one GPU"),
+    ]
+    for flags, directory, message in cases:
+        assert main(["nvml-sim", "init", str(directory), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "other").exists() and not (tmp_path / "zero").exists()
+    assert (tmp_path / "n" / simgpu.STATE_FILE).read_text() == state
