@@ -342,7 +342,7 @@ def test_keeps_an_in_use_instance_the_spec_drops(sim: SimNode, namespace: str) -
 
 
 def test_converges_after_being_killed_mid_apply(sim: SimNode) -> None:
-    sim.start_sim_node("create_instance=0.4", "destroy_instance=0.2")
+    sim.start_sim_node("nvmlDeviceCreateGpuInstanceWithPlacement=0.4", "nvmlGpuInstanceDestroy=0.2")
     sim.create_mignode([Instance(0, THREE_G), Instance(4, THREE_G)])
     sim.start_agent()
     wait_for("the first spec", sim.applied(1, {Instance(0, THREE_G), Instance(4, THREE_G)}))
