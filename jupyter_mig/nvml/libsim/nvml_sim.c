@@ -1360,3 +1360,49 @@ API nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned in
     *id = device->kind == H_GHOST ? 0 : device->ci;
     return end(NVML_SUCCESS, 0);
 }
+
+/* ---- events: a healthy GPU (what the device plugin's health check waits on) --------------- */
+
+#define HEALTH_EVENTS 0x000000000000000eULL /* single/double-bit ECC, XID critical error */
+static struct jm_handle event_set = {HANDLE_MAGIC, 0, 0, 0, 0};
+typedef struct jm_handle *nvmlEventSet_t;
+
+API nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
+    BEGIN("nvmlEventSetCreate");
+    if (!set) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
+    *set = &event_set;
+    return end(NVML_SUCCESS, 0);
+}
+
+API nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
+    return set == &event_set ? NVML_SUCCESS : NVML_ERROR_INVALID_ARGUMENT;
+}
+
+API nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device,
+                                                  unsigned long long *types) {
+    BEGIN("nvmlDeviceGetSupportedEventTypes");
+    DEVICE(device, g);
+    if (!types) return end(NVML_ERROR_INVALID_ARGUMENT, 0);
+    *types = HEALTH_EVENTS;
+    return end(NVML_SUCCESS, 0);
+}
+
+API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long types,
+                                          nvmlEventSet_t set) {
+    BEGIN("nvmlDeviceRegisterEvents");
+    DEVICE(device, g);
+    if (set != &event_set || (types & ~HEALTH_EVENTS)) return end(NVML_ERROR_NOT_SUPPORTED, 0);
+    return end(NVML_SUCCESS, 0);
+}
+
+/* No event ever comes: wait out the timeout as a healthy GPU's event set does. */
+API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, void *data, unsigned int timeout_ms) {
+    if (set != &event_set || !data) return NVML_ERROR_INVALID_ARGUMENT;
+    BEGIN("nvmlEventSetWait_v2");
+    end(NVML_SUCCESS, 0);
+    sleep_for(timeout_ms / 1000.0);
+    return 10; /* NVML_ERROR_TIMEOUT */
+}
+API nvmlReturn_t nvmlEventSetWait(nvmlEventSet_t set, void *data, unsigned int timeout_ms) {
+    return nvmlEventSetWait_v2(set, data, timeout_ms);
+}
