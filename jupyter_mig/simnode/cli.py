@@ -82,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "nvmlDeviceCreateGpuInstanceWithPlacement=0.5 or nvmlGpuInstanceDestroy=0.5 "
         "(* for every call)",
     )
+    parser.add_argument(
+        "--device-plugin",
+        choices=["builtin", "nvidia"],
+        default="builtin",
+        help="builtin: advertise the simulated GPUs' MIG devices directly; nvidia: run NVIDIA's "
+        "device plugin (tests/deviceplugin/build.sh, needs root) and be its kubelet side",
+    )
     parser.add_argument("--cpu", default="64", help="node cpu capacity (default 64)")
     parser.add_argument("--memory", default="512Gi", help="node memory capacity (default 512Gi)")
     parser.add_argument("--pods", default="110", help="node pod capacity (default 110)")
@@ -121,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             memory=args.memory,
             pods=args.pods,
             nvml_latency=dict(args.nvml_latency),
+            device_plugin=args.device_plugin,
         )
         for name in names
     ]

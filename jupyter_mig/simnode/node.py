@@ -16,6 +16,8 @@ import fcntl
 import json
 import logging
 import shutil
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from jupyter_mig.api import constants as c
+from jupyter_mig.deviceplugin import nvidia
+from jupyter_mig.deviceplugin.kubelet import DevicePluginError, DevicePluginHost
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.nvml import simgpu
 from jupyter_mig.podresources.client import DeviceAssignment
@@ -44,7 +48,7 @@ from jupyter_mig.simnode.pods import (
     restart_wanted,
     status_differs,
 )
-from jupyter_mig.simnode.processes import Processes, command_line, container_env
+from jupyter_mig.simnode.processes import Processes, command_line, container_env, proc_start_time
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,9 @@ ALLOCATIONS_FILE = "allocations.json"
 DIR_LOCK_FILE = "sim-node.lock"
 SOCKET_FILE = "pod-resources.sock"
 PODS_DIR = "pods"
+DEVICE_PLUGINS_DIR = "device-plugins"  # the kubelet's /var/lib/kubelet/device-plugins
+PLUGIN_PID_FILE = "nvidia-device-plugin.pid"
+PLUGIN_LOG_FILE = "nvidia-device-plugin.log"
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
 #: Longest a pod's processes get between SIGTERM and SIGKILL (keeps deletions quick).
@@ -78,6 +85,7 @@ class NodeConfig:
     memory: str = "512Gi"
     pods: str = "110"
     nvml_latency: dict[str, float] = field(default_factory=dict)
+    device_plugin: str = "builtin"  # or "nvidia": NVIDIA's plugin, this node its kubelet side
 
     def node_labels(self) -> dict[str, str]:
         """GPU feature discovery's labels for the model, plus the user's ``--label``s."""
@@ -149,6 +157,8 @@ class SimNode:
         self._ready_since = now()
         self._node_uid: str | None = None
         self._dir_lock: IO[str] | None = None
+        self._plugin_host: DevicePluginHost | None = None
+        self._plugin: subprocess.Popen[bytes] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -162,6 +172,8 @@ class SimNode:
         self._records = _load_records(self.dir / ALLOCATIONS_FILE)
         self._mark_busy()
         self._server = serve(self.dir / SOCKET_FILE, self._assignments, self._allocatable)
+        if self.config.device_plugin == "nvidia":
+            self._start_nvidia_plugin()
         self._seen_refresh = read_refresh_stamp(self.dir)
         self._refresh_due = time.monotonic()  # the device plugin reads the devices at start
         for target, name in ((self._tick_loop, "tick"), (self._watch_loop, "watch")):
@@ -178,6 +190,11 @@ class SimNode:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._server is not None:
             self._server.stop(grace=None)
+        if self._plugin is not None:
+            self._plugin.terminate()
+            self._plugin.wait(timeout=timeout)
+        if self._plugin_host is not None:
+            self._plugin_host.stop()
         self._api.close()
         if self._dir_lock is not None:
             self._dir_lock.close()  # releases the flock: a successor may start
@@ -351,9 +368,26 @@ class SimNode:
                 _request_timeout=kube.TIMEOUT,
             )
 
+    def _start_nvidia_plugin(self) -> None:
+        """NVIDIA's device plugin on this node's GPUs; one left by a killed predecessor (its
+        pid in DIR) is ended first, so one plugin serves the node's sockets."""
+        pid_file = self.dir / PLUGIN_PID_FILE
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pid, start_time = (int(part) for part in pid_file.read_text().split())
+            self._processes.kill(pid, start_time)
+        self._plugin_host = DevicePluginHost(self.dir / DEVICE_PLUGINS_DIR)
+        self._plugin_host.start()
+        with open(self.dir / PLUGIN_LOG_FILE, "ab") as log_file:
+            self._plugin = nvidia.start(self.dir, self._plugin_host.directory, log_file)
+        pid_file.write_text(f"{self._plugin.pid} {proc_start_time(self._plugin.pid)}\n")
+
     def _refresh_devices(self) -> None:
-        """Re-read simulated NVML and advertise its MIG devices as Node capacity."""
-        table = read_device_table(self.dir)
+        """Advertise the MIG devices as Node capacity: those NVIDIA's plugin lists, or (the
+        built-in plugin) those in the simulated GPUs' state now."""
+        if self._plugin_host is not None:
+            table = self._plugin_host.advertised()
+        else:
+            table = read_device_table(self.dir)
         node = kube.body(
             self._core.read_node(
                 self.config.name, _preload_content=False, _request_timeout=kube.TIMEOUT
@@ -392,6 +426,11 @@ class SimNode:
         if stamp != self._seen_refresh:
             self._seen_refresh = stamp
             self._refresh_due = time.monotonic() + self.config.refresh_delay
+            if self._plugin is not None:  # it re-reads NVML on SIGHUP, in its own time
+                self._plugin.send_signal(signal.SIGHUP)
+                self._refresh_due = None
+        if self._plugin_host is not None and self._plugin_host.advertised() != self._advertised:
+            self._refresh_due = time.monotonic()  # the plugin's list changed: the kubelet's too
         if self._refresh_due is None or time.monotonic() < self._refresh_due:
             return
         if self._node_uid is None:
@@ -552,7 +591,8 @@ class SimNode:
         taken = {d for r in self._records.values() for _c, _r, d in r.devices}
         try:
             record.devices = allocate(device_requests(pod), self._advertised, present, taken)
-        except AdmissionError as err:
+            record.envs = self._plugin_envs(record.devices)
+        except (AdmissionError, DevicePluginError) as err:
             record.admission_error = str(err)
             log.warning("%s: %s rejected: %s", self.config.name, record.key, err)
         self._records[record.uid] = record
@@ -571,6 +611,19 @@ class SimNode:
             )
         return record
 
+    def _plugin_envs(self, devices: list[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+        """Each container's environment from NVIDIA's plugin's ``Allocate`` answer."""
+        if self._plugin_host is None:
+            return {}
+        requests: dict[tuple[str, str], list[str]] = {}
+        for container, resource, device in devices:
+            requests.setdefault((container, resource), []).append(device)
+        envs: dict[str, dict[str, str]] = {}
+        for (container, resource), ids in sorted(requests.items()):
+            answer = self._plugin_host.allocate(resource, ids)
+            envs.setdefault(container, {}).update(answer.envs)
+        return envs
+
     def _pod_dir(self, record: PodRecord) -> Path:
         return self.dir / PODS_DIR / record.uid
 
@@ -587,7 +640,7 @@ class SimNode:
         if annotations.get(c.SIM_EXEC_ANNOTATION) != "true":
             return run
         devices = [d for name, _r, d in record.devices if name == spec["name"]]
-        env = container_env(pod, spec, record.ip, devices)
+        env = container_env(pod, spec, record.ip, devices) | record.envs.get(spec["name"], {})
         argv = command_line(spec, env)
         if not argv:
             log.warning(

@@ -611,6 +611,7 @@ class System:
         labels: Mapping[str, str] | None = None,
         latency: Mapping[str, float] | None = None,
         refresh_delay: float | None = None,
+        device_plugin: str = "builtin",
     ) -> SimNode:
         """A sim node (kubelet identity) and its agent (the chart's agent account, token bound
         to a pod on the node); returns once both run."""
@@ -625,6 +626,7 @@ class System:
             "sim-node", "--kubeconfig", str(kubelet), "--name", name, "--gpu", model,
             "--gpus", str(gpus), "--state", str(state), "--label", c.OPT_IN_SELECTOR,
             "--refresh-delay", str(self.refresh_delay if refresh_delay is None else refresh_delay),
+            "--device-plugin", device_plugin,
         ]  # fmt: skip
         for key, value in node.labels.items():
             args += ["--label", f"{key}={value}"]
