@@ -21,6 +21,7 @@ from jupyter_mig.agent.reconcile import (
     Outcome,
     Reconciler,
 )
+from jupyter_mig.agent.runner import LazyNvml
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.conditions import get_condition
 from jupyter_mig.mig.layout import Instance
@@ -32,6 +33,7 @@ from jupyter_mig.nvml.simgpu import (
     inject_fault,
     read_devices,
     reboot,
+    reload_driver,
     set_busy,
     set_mig_mode,
 )
@@ -128,7 +130,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
         socket, lambda: list(kubelet.assignments), lambda: dict(kubelet.allocatable)
     )
     reconciler = Reconciler(
-        open_simulated(tmp_path),
+        LazyNvml(lambda: open_simulated(tmp_path)),
         PodResourcesView(str(socket)),
         kubelet,
         AgentMetrics(),
@@ -349,3 +351,14 @@ def test_nothing_is_applied_without_the_kubelet(node: Node, tmp_path: Path) -> N
     assert outcome.retry
     assert node.layout(0) == set()
     assert node.condition(c.CONDITION_DEGRADED) == ("True", REASON_POD_RESOURCES)
+
+
+def test_a_driver_reload_between_passes_fails_no_pass(node: Node) -> None:
+    """NVML is open only during a pass, so a reload between passes is no error."""
+    node.set_spec({0: [Instance(0, ONE_G)]})
+    node.reconcile()
+    reload_driver(node.state_dir)
+    node.set_spec({0: [Instance(0, ONE_G), Instance(1, ONE_G)]})
+    outcome = node.reconcile()
+    assert not outcome.retry
+    assert node.layout(0) == {Instance(0, ONE_G), Instance(1, ONE_G)}
