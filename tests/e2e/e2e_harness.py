@@ -65,6 +65,8 @@ WAIT_S = 120.0
 STOP_S = 10.0
 PR_SET_PDEATHSIG = 1
 FIELD_MANAGER = "jupyter-mig-e2e"
+#: builtin or nvidia: which device plugin sim nodes run unless a test names one (docs/e2e.md).
+DEVICE_PLUGIN_ENV = "JUPYTER_MIG_E2E_DEVICE_PLUGIN"
 E2E_LABEL = "jupyter-mig.io/e2e"
 
 #: Chart values for the tests: leases are short so that a failover takes seconds.
@@ -611,7 +613,7 @@ class System:
         labels: Mapping[str, str] | None = None,
         latency: Mapping[str, float] | None = None,
         refresh_delay: float | None = None,
-        device_plugin: str = "builtin",
+        device_plugin: str | None = None,
     ) -> SimNode:
         """A sim node (kubelet identity) and its agent (the chart's agent account, token bound
         to a pod on the node); returns once both run."""
@@ -626,7 +628,7 @@ class System:
             "sim-node", "--kubeconfig", str(kubelet), "--name", name, "--gpu", model,
             "--gpus", str(gpus), "--state", str(state), "--label", c.OPT_IN_SELECTOR,
             "--refresh-delay", str(self.refresh_delay if refresh_delay is None else refresh_delay),
-            "--device-plugin", device_plugin,
+            "--device-plugin", device_plugin or os.environ.get(DEVICE_PLUGIN_ENV, "builtin"),
         ]  # fmt: skip
         for key, value in node.labels.items():
             args += ["--label", f"{key}={value}"]
