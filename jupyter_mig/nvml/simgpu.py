@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -207,8 +208,10 @@ def library_path(build_dir: Path = BUILD_DIR) -> Path:
     return library
 
 
+@functools.cache
 def load_library() -> None:
-    """Load the library into this process under its soname, before nvidia-ml-py asks for it.
+    """Load the library into this process under its soname, before nvidia-ml-py asks for it
+    (once per process: a loaded library stays).
 
     ``pynvml`` opens ``libnvidia-ml.so.1`` by name; the dynamic loader answers with an already
     loaded object of that soname, so ``pynvml`` itself stays unmodified.
