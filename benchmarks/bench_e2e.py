@@ -218,7 +218,10 @@ def running_cluster(path: Path) -> Iterator[devcluster.DevCluster]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    latency = {"create_instance": args.nvml_latency, "destroy_instance": args.nvml_latency}
+    latency = {
+        "nvmlDeviceCreateGpuInstanceWithPlacement": args.nvml_latency,
+        "nvmlGpuInstanceDestroy": args.nvml_latency,
+    }
     values = json.loads(json.dumps(E2E_VALUES))
     values["agent"]["resync"] = args.agent_resync
     with running_cluster(Path(args.dir)) as cluster:

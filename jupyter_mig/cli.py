@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("jupyter_mig.agent.cli", "the node agent: apply MigNode specs to GPUs through NVML"),
     "controller": ("jupyter_mig.controller.cli", "batch pending pods, plan, write MigNode specs"),
     "sim-node": ("jupyter_mig.simnode.cli", "simulated MIG GPU nodes (device plugin + kubelet)"),
+    "nvml-sim": ("jupyter_mig.nvml.cli", "simulated MIG GPUs: our libnvidia-ml.so.1 and its state"),
     "hub-service": ("jupyter_mig.hub.cli", "JupyterHub service: restart servers with a new slice"),
 }
 

@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"kubelet pod-resources socket (default: {KUBELET_SOCKET}, or DIR/{SIM_SOCKET})",
     )
     parser.add_argument(
+        "--device-plugin-refresh",
+        choices=["pod", "signal"],
+        default="pod",
+        help="real nodes: make the device plugin re-read NVML by deleting its pod (pod) or by "
+        "sending its process SIGHUP (signal; needs hostPID)",
+    )
+    parser.add_argument(
         "--device-plugin-namespace",
         default="gpu-operator",
         help="namespace of the NVIDIA device-plugin pods (real nodes)",
@@ -91,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     )
     from kubernetes import client
 
-    from jupyter_mig.agent.devices import PodRefresher, PodResourcesView, SimRefresher
+    from jupyter_mig.agent.devices import (
+        PodRefresher,
+        PodResourcesView,
+        SignalRefresher,
+        SimRefresher,
+    )
     from jupyter_mig.agent.health import Heartbeat, serve_health
     from jupyter_mig.agent.kube import MigNodeClient, MigNodeWatcher
     from jupyter_mig.agent.metrics import AgentMetrics
@@ -112,12 +124,15 @@ def run(args: argparse.Namespace) -> int:
     refresher: DevicePluginRefresher
     if args.nvml == "real":
         socket = args.pod_resources_socket or KUBELET_SOCKET
-        refresher = PodRefresher(
-            client.CoreV1Api(api_client),
-            args.node,
-            args.device_plugin_namespace,
-            args.device_plugin_selector,
-        )
+        if args.device_plugin_refresh == "signal":
+            refresher = SignalRefresher()
+        else:
+            refresher = PodRefresher(
+                client.CoreV1Api(api_client),
+                args.node,
+                args.device_plugin_namespace,
+                args.device_plugin_selector,
+            )
     else:
         state_dir = Path(args.nvml[4:])
         socket = args.pod_resources_socket or str(state_dir / SIM_SOCKET)

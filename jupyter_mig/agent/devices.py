@@ -1,14 +1,18 @@
 """The kubelet side of devices: who holds which MIG device, and making the device plugin re-read.
 
 The NVIDIA device plugin builds its device list once at start, so after a layout change the agent
-restarts it: on a real node by deleting its pod (the DaemonSet makes a successor), on a sim node
-by touching ``DIR/device-plugin.refresh``.  Either way the agent then waits until the kubelet's
-allocatable devices (pod-resources ``GetAllocatableResources``) match NVML.
+makes it read NVML again.  On a real node it either deletes the plugin's pod (``pod``: the
+DaemonSet makes a successor) or sends the plugin process SIGHUP (``signal``: the plugin restarts
+its servers in place, as NVIDIA's config manager does; the agent pod needs ``hostPID``).  On a
+sim node it touches ``DIR/device-plugin.refresh``.  Either way the agent then waits until the
+kubelet's allocatable devices (pod-resources ``GetAllocatableResources``) match NVML.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -131,3 +135,39 @@ class PodRefresher:
 def _ready(pod: Any) -> bool:
     conditions = (pod.status.conditions if pod.status else None) or []
     return any(cond.type == "Ready" and cond.status == "True" for cond in conditions)
+
+
+class SignalRefresher:
+    """Sends SIGHUP to every process whose program is NVIDIA's device plugin."""
+
+    def __init__(self, program: str = "nvidia-device-plugin", proc: str = "/proc") -> None:
+        self.program = program
+        self.proc = Path(proc)
+
+    def pids(self) -> list[int]:
+        found = []
+        for entry in self.proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+            if os.path.basename(argv0.decode(errors="replace")) == self.program:
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def refresh(self, timeout: float) -> None:
+        pids = self.pids()
+        if not pids:
+            raise RefreshError(
+                f"no {self.program} process found (the agent pod needs hostPID for signal mode)"
+            )
+        for pid in pids:
+            log.info("sending SIGHUP to %s (pid %d)", self.program, pid)
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                continue  # it ended meanwhile: its successor reads NVML at start anyway
+            except PermissionError:
+                raise RefreshError(f"not allowed to signal {self.program} (pid {pid})") from None

@@ -8,6 +8,7 @@ callback before the first NVML change), which keeps it testable on a simulated G
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -154,6 +155,11 @@ class Reconciler:
         except NvmlError as err:
             where = f" in {err.operation}" if err.operation else ""
             return self._failed(run, c.REASON_NVML_ERROR, f"NVML failed{where}: {err}")
+        finally:
+            # NVML is open only during a pass (``nvml`` opens on use): between passes no client
+            # holds the GPUs through a driver reload, and each pass starts a fresh session.
+            with contextlib.suppress(NvmlError):
+                self.nvml.close()
 
     # ----------------------------------------------------------------------------------------
 
@@ -189,7 +195,11 @@ class Reconciler:
             for gi in gpu.instances:
                 if gi.mig_uuid is None:
                     log.info("GPU %d: destroying incomplete GPU instance %d", gpu.info.index, gi.id)
-                    self._destroy(gpu.info.index, gi.id)
+                    try:
+                        self._destroy(gpu.info.index, gi.id)
+                    except InUse:  # another client holds it: leave it, as a busy device
+                        log.warning("GPU %d: GPU instance %d is in use", gpu.info.index, gi.id)
+                        continue
                     repaired = True
         return repaired
 

@@ -1,8 +1,8 @@
 """The NVML boundary: the few MIG operations the node agent needs, behind one interface.
 
-Two backends implement :class:`NvmlBackend`: :mod:`jupyter_mig.nvml.real` on ``nvidia-ml-py``
-and :mod:`jupyter_mig.nvml.sim`, a simulated GPU with the same semantics (placements, error
-classes, MIG UUIDs, state that survives restarts).  The agent codes against this module only.
+One backend implements :class:`NvmlBackend`: :mod:`jupyter_mig.nvml.real` on ``nvidia-ml-py``,
+over the machine's NVML or over our own ``libnvidia-ml.so.1`` with simulated GPUs
+(:mod:`jupyter_mig.nvml.simgpu`).  The agent codes against this module only.
 
 Terms (see ``mig-profiles.md``): a **GPU instance** (GI) is created from a profile, identified
 by its NVML **profile id** (never the profile *index*), at a **placement** ``start`` counted in
@@ -33,8 +33,8 @@ NVML_ERROR_UNKNOWN = 999
 class NvmlError(Exception):
     """An NVML call failed.  ``code`` is the NVML return code, ``operation`` the call.
 
-    Both backends raise exactly these classes, so the agent's error handling (and a test that
-    injects a fault into the simulated backend) sees the same thing a real GPU would produce.
+    The backend raises exactly these classes, so the agent's error handling sees the same
+    thing for a fault injected into the simulated library as for a real GPU.
     """
 
     code = NVML_ERROR_UNKNOWN
@@ -45,9 +45,20 @@ class NvmlError(Exception):
 
 
 class Uninitialized(NvmlError):
-    """NVML is not initialised, or the driver/library is missing."""
+    """NVML is not initialised, or the driver/library is missing: the session must be
+    opened again."""
 
     code = NVML_ERROR_UNINITIALIZED
+
+
+class DriverUnavailable(Uninitialized):
+    """The driver is gone or changed under this NVML session (not loaded, library not found,
+    GPU lost, reset required, library/driver version mismatch): close NVML and open it again.
+    ``code`` is the NVML return code."""
+
+
+#: nvml.h codes after which only a new NVML session can help.
+DRIVER_ERROR_CODES = frozenset({9, 12, 15, 16, 18})
 
 
 class InvalidArgument(NvmlError):
@@ -104,9 +115,10 @@ ERRORS_BY_CODE: dict[int, type[NvmlError]] = {
 def error_for_code(code: int, message: str, operation: str = "") -> NvmlError:
     """The error class for an NVML return code (unknown codes become plain :class:`NvmlError`)."""
     cls = ERRORS_BY_CODE.get(code, NvmlError)
+    if code in DRIVER_ERROR_CODES:
+        cls = DriverUnavailable
     error = cls(message, operation)
-    if cls is NvmlError:
-        error.code = code
+    error.code = code
     return error
 
 
@@ -151,7 +163,7 @@ class NvmlBackend(ABC):
     """The MIG operations the agent needs; one object per process, used from one thread.
 
     Every method raises :class:`NvmlError` subclasses only.  Backends are context managers:
-    ``close`` releases NVML (real) or nothing much (sim).
+    ``close`` releases NVML.
     """
 
     @abstractmethod

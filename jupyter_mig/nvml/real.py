@@ -2,9 +2,13 @@
 
 Pitfalls handled here (``mig-profiles.md`` §5): the profile *index* is only an input to
 ``GetGpuInstanceProfileInfo``; every other call takes the profile *id* (``info.id``).  Profile
-indexes are enumerated until INVALID_ARGUMENT, skipping NOT_SUPPORTED ones.  Placements and
-counts go by reference (``byref``; the binding declares no argtypes), and placement lists are
-sized by asking for the count first.  MIG UUIDs come from the MIG device handles.
+indexes are enumerated until INVALID_ARGUMENT, skipping NOT_SUPPORTED ones, never up to the
+binding's ``NVML_GPU_INSTANCE_PROFILE_COUNT`` (an older nvidia-ml-py knows fewer indexes than
+the driver).  Placements and counts go by reference (``byref``; the binding declares no
+argtypes), and placement lists are sized by asking for the count first.  A GI's MIG UUID is
+read from its compute instances (``ComputeInstanceGetInfo(...).device``), not by walking the
+MIG device slots, which long-lived sessions have been seen to list stale.  MIG mode counts as
+on only when the pending mode agrees (a change waits for a GPU reset).
 """
 
 from __future__ import annotations
@@ -12,15 +16,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from ctypes import byref, c_uint
-from types import ModuleType
 from typing import Any
 
 from jupyter_mig.mig.models import MODELS, GpuModel, Profile
 from jupyter_mig.nvml.base import (
     GpuInfo,
     GpuInstance,
+    InUse,
     InvalidArgument,
-    NotFound,
     NotSupported,
     NvmlBackend,
     NvmlError,
@@ -52,20 +55,22 @@ def profile_name(nvml_name: str | bytes) -> str:
     return _text(nvml_name).strip().removeprefix("MIG ").strip()
 
 
-class RealNvml(NvmlBackend):
-    """GPUs of this machine.  ``nvml`` replaces the ``pynvml`` module (tests pass a fake)."""
+#: Profile indexes tried before giving up on an INVALID_ARGUMENT end (nvml.h has 18 now).
+_MAX_PROFILE_INDEX = 256
 
-    def __init__(self, nvml: ModuleType | Any = None) -> None:
-        if nvml is None:
-            try:
-                import pynvml
-            except ImportError:
-                raise Uninitialized(
-                    "nvidia-ml-py is not installed: pip install 'jupyter-mig[nvml]'", "init"
-                ) from None
-            nvml = pynvml
-        self._nvml: Any = nvml
-        self._tables: dict[int, GpuModel] = {}
+
+class RealNvml(NvmlBackend):
+    """The GPUs NVML shows this process: the machine's, or our library's simulated ones."""
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+        except ImportError:
+            raise Uninitialized(
+                "nvidia-ml-py is not installed: pip install 'jupyter-mig[nvml]'", "init"
+            ) from None
+        self._nvml: Any = pynvml
+        self._tables: dict[str, GpuModel] = {}  # by GPU UUID, while MIG mode stays on
         with self._translate("nvmlInit"):
             self._nvml.nvmlInit()
 
@@ -99,10 +104,13 @@ class RealNvml(NvmlBackend):
                 uuid = _text(n.nvmlDeviceGetUUID(handle))
                 memory_mib = int(n.nvmlDeviceGetMemoryInfo(handle).total) // 2**20
                 try:
-                    current_mode, _pending = n.nvmlDeviceGetMigMode(handle)
-                    mig_enabled = int(current_mode) == n.NVML_DEVICE_MIG_ENABLE
+                    current, pending = n.nvmlDeviceGetMigMode(handle)
+                    mig_enabled = int(current) == int(pending) == n.NVML_DEVICE_MIG_ENABLE
                 except n.NVMLError_NotSupported:
                     mig_enabled = False
+                pci_bus_id = _text(n.nvmlDeviceGetPciInfo(handle).busId)
+            if not mig_enabled:
+                self._tables.pop(uuid, None)  # a new table once MIG mode is back on
             known = MODELS.find(product)
             found.append(
                 GpuInfo(
@@ -112,15 +120,19 @@ class RealNvml(NvmlBackend):
                     model=known.name if known else product,
                     mig_enabled=mig_enabled,
                     memory_mib=memory_mib,
+                    pci_bus_id=pci_bus_id,
                 )
             )
         return found
 
     def profile_table(self, gpu_index: int) -> GpuModel:
-        """Discovered once per GPU: NVML says the table is fixed while MIG mode stays on."""
-        if gpu_index not in self._tables:
-            self._tables[gpu_index] = self._discover_table(gpu_index)
-        return self._tables[gpu_index]
+        """Discovered once per GPU and session: fixed while MIG mode stays on (``gpus`` drops
+        it when MIG mode is seen off; a reopened session discovers it again)."""
+        with self._translate("nvmlDeviceGetUUID"):
+            uuid = _text(self._nvml.nvmlDeviceGetUUID(self._handle(gpu_index)))
+        if uuid not in self._tables:
+            self._tables[uuid] = self._discover_table(gpu_index)
+        return self._tables[uuid]
 
     def _discover_table(self, gpu_index: int) -> GpuModel:
         n = self._nvml
@@ -128,7 +140,7 @@ class RealNvml(NvmlBackend):
         with self._translate("nvmlDeviceGetName"):
             product = _text(n.nvmlDeviceGetName(handle)).replace(" ", "-")
         profiles: list[Profile] = []
-        for index in range(n.NVML_GPU_INSTANCE_PROFILE_COUNT):
+        for index in range(_MAX_PROFILE_INDEX):
             try:
                 with self._translate("nvmlDeviceGetGpuInstanceProfileInfo"):
                     info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, index)
@@ -185,50 +197,47 @@ class RealNvml(NvmlBackend):
             found.extend(buffer[: count.value])
         return found
 
-    def _mig_devices(self, handle: Any) -> dict[int, list[str]]:
-        """GI id -> MIG UUIDs of its compute instances (one MIG device per CI)."""
+    def _mig_uuids(self, gi: Any) -> list[str]:
+        """MIG UUIDs of the GI's compute instances (one MIG device per CI)."""
         n = self._nvml
-        devices: dict[int, list[str]] = {}
-        with self._translate("nvmlDeviceGetMaxMigDeviceCount"):
-            slots = int(n.nvmlDeviceGetMaxMigDeviceCount(handle))
-        for slot in range(slots):
-            try:
-                with self._translate("nvmlDeviceGetMigDeviceHandleByIndex"):
-                    mig = n.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
-            except NotFound:
-                continue
-            with self._translate("nvmlDeviceGetUUID"):
-                gi_id = int(n.nvmlDeviceGetGpuInstanceId(mig))
-                devices.setdefault(gi_id, []).append(_text(n.nvmlDeviceGetUUID(mig)))
-        return devices
+        uuids = []
+        for info in self._compute_profiles(gi):
+            buffer = (n.c_nvmlComputeInstance_t * int(info.instanceCount))()
+            count = c_uint(int(info.instanceCount))
+            with self._translate("nvmlGpuInstanceGetComputeInstances"):
+                n.nvmlGpuInstanceGetComputeInstances(gi, info.id, buffer, byref(count))
+            for ci in buffer[: count.value]:
+                with self._translate("nvmlComputeInstanceGetInfo"):
+                    device = n.nvmlComputeInstanceGetInfo(ci).device
+                with self._translate("nvmlDeviceGetUUID"):
+                    uuids.append(_text(n.nvmlDeviceGetUUID(device)))
+        return uuids
+
+    def _describe(self, gpu_index: int, gi: Any) -> GpuInstance:
+        with self._translate("nvmlGpuInstanceGetInfo"):
+            info = self._nvml.nvmlGpuInstanceGetInfo(gi)
+        uuids = self._mig_uuids(gi)
+        return GpuInstance(
+            gpu_index=gpu_index,
+            id=int(info.id),
+            profile_id=int(info.profileId),
+            start=int(info.placement.start),
+            size=int(info.placement.size),
+            mig_uuid=uuids[0] if uuids else None,
+            compute_instances=len(uuids),
+        )
 
     def instances(self, gpu_index: int) -> list[GpuInstance]:
         handle = self._handle(gpu_index)
         table = self.profile_table(gpu_index)
-        mig_devices = self._mig_devices(handle)
-        found = []
-        for gi in self._gpu_instance_handles(handle, table):
-            with self._translate("nvmlGpuInstanceGetInfo"):
-                info = self._nvml.nvmlGpuInstanceGetInfo(gi)
-            uuids = mig_devices.get(int(info.id), [])
-            found.append(
-                GpuInstance(
-                    gpu_index=gpu_index,
-                    id=int(info.id),
-                    profile_id=int(info.profileId),
-                    start=int(info.placement.start),
-                    size=int(info.placement.size),
-                    mig_uuid=uuids[0] if uuids else None,
-                    compute_instances=len(uuids),
-                )
-            )
+        found = [self._describe(gpu_index, gi) for gi in self._gpu_instance_handles(handle, table)]
         return sorted(found, key=lambda inst: inst.start)
 
     def _compute_profiles(self, gi: Any) -> list[Any]:
         """The GI's compute-instance profile infos (indexes it does not support skipped)."""
         n = self._nvml
         infos = []
-        for index in range(n.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
+        for index in range(_MAX_PROFILE_INDEX):
             try:
                 with self._translate("nvmlGpuInstanceGetComputeInstanceProfileInfo"):
                     infos.append(
@@ -236,9 +245,20 @@ class RealNvml(NvmlBackend):
                             gi, index, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
                         )
                     )
-            except (NotSupported, InvalidArgument):
+            except NotSupported:
                 continue
+            except InvalidArgument:
+                break  # past the last index this driver knows
         return infos
+
+    def _create_full_ci(self, gi: Any) -> None:
+        """The GI's one compute instance spanning all its slices."""
+        profiles = self._compute_profiles(gi)
+        if not profiles:
+            raise NotSupported("the GPU instance offers no compute-instance profile", "ci")
+        full = max(profiles, key=lambda info: int(info.sliceCount))
+        with self._translate("nvmlGpuInstanceCreateComputeInstance"):
+            self._nvml.nvmlGpuInstanceCreateComputeInstance(gi, full.id)
 
     def create_instance(self, gpu_index: int, profile_id: int, start: int) -> GpuInstance:
         n = self._nvml
@@ -250,27 +270,17 @@ class RealNvml(NvmlBackend):
         with self._translate("nvmlDeviceCreateGpuInstanceWithPlacement"):
             gi = n.nvmlDeviceCreateGpuInstanceWithPlacement(handle, profile_id, byref(placement))
         try:
-            full = max(self._compute_profiles(gi), key=lambda info: int(info.sliceCount))
-            with self._translate("nvmlGpuInstanceCreateComputeInstance"):
-                n.nvmlGpuInstanceCreateComputeInstance(gi, full.id)
-            with self._translate("nvmlGpuInstanceGetInfo"):
-                gi_id = int(n.nvmlGpuInstanceGetInfo(gi).id)
-        except (NvmlError, ValueError):
+            self._create_full_ci(gi)
+            return self._describe(gpu_index, gi)
+        except NvmlError:
             with contextlib.suppress(NvmlError), self._translate("nvmlGpuInstanceDestroy"):
                 n.nvmlGpuInstanceDestroy(gi)  # do not leave a GI that is no device behind
             raise
-        uuids = self._mig_devices(handle).get(gi_id, [])
-        return GpuInstance(
-            gpu_index=gpu_index,
-            id=gi_id,
-            profile_id=profile_id,
-            start=start,
-            size=profile.size,
-            mig_uuid=uuids[0] if uuids else None,
-            compute_instances=len(uuids),
-        )
 
     def destroy_instance(self, gpu_index: int, gpu_instance_id: int) -> None:
+        """All or nothing: when the GI itself answers IN_USE after its compute instances are
+        gone (another client, e.g. DCGM, holds it), its full-size CI is made again, so the
+        slice stays a device (with a new MIG UUID) and :class:`InUse` propagates."""
         n = self._nvml
         handle = self._handle(gpu_index)
         with self._translate("nvmlDeviceGetGpuInstanceById"):
@@ -283,5 +293,9 @@ class RealNvml(NvmlBackend):
             for ci in buffer[: count.value]:
                 with self._translate("nvmlComputeInstanceDestroy"):
                     n.nvmlComputeInstanceDestroy(ci)
-        with self._translate("nvmlGpuInstanceDestroy"):
-            n.nvmlGpuInstanceDestroy(gi)
+        try:
+            with self._translate("nvmlGpuInstanceDestroy"):
+                n.nvmlGpuInstanceDestroy(gi)
+        except InUse:
+            self._create_full_ci(gi)
+            raise

@@ -22,8 +22,8 @@ def _label(text: str) -> tuple[str, str]:
 
 def _latency(text: str) -> tuple[str, float]:
     operation, sep, seconds = text.partition("=")
-    if not sep or not operation:
-        raise argparse.ArgumentTypeError(f"expected OPERATION=SECONDS, got {text!r}")
+    if not sep or not (operation == "*" or operation.startswith("nvml")):
+        raise argparse.ArgumentTypeError(f"expected NVML_CALL=SECONDS, got {text!r}")
     try:
         value = float(seconds)
     except ValueError:
@@ -77,9 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_latency,
         action="append",
         default=[],
-        metavar="OPERATION=SECONDS",
-        help="simulated NVML latency per call (repeatable), e.g. create_instance=0.5; "
-        "operations: gpus, profile_table, instances, create_instance, destroy_instance",
+        metavar="NVML_CALL=SECONDS",
+        help="simulated NVML latency per call (repeatable), e.g. "
+        "nvmlDeviceCreateGpuInstanceWithPlacement=0.5 or nvmlGpuInstanceDestroy=0.5 "
+        "(* for every call)",
+    )
+    parser.add_argument(
+        "--device-plugin",
+        choices=["builtin", "nvidia"],
+        default="builtin",
+        help="builtin: advertise the simulated GPUs' MIG devices directly; nvidia: run NVIDIA's "
+        "device plugin (tests/deviceplugin/build.sh, needs root) and be its kubelet side",
     )
     parser.add_argument("--cpu", default="64", help="node cpu capacity (default 64)")
     parser.add_argument("--memory", default="512Gi", help="node memory capacity (default 512Gi)")
@@ -120,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             memory=args.memory,
             pods=args.pods,
             nvml_latency=dict(args.nvml_latency),
+            device_plugin=args.device_plugin,
         )
         for name in names
     ]

@@ -1,4 +1,4 @@
-"""The sim node's device plugin: which MIG devices the node advertises, from simulated NVML.
+"""The sim node's device plugin: which MIG devices the node advertises, from the simulated GPUs.
 
 Like the NVIDIA device plugin under ``mig.strategy=mixed``, each MIG device (a GPU instance with
 its compute instance) becomes one device of the extended resource
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jupyter_mig.api import constants as c
 from jupyter_mig.mig.models import MODELS
-from jupyter_mig.nvml.sim import read_devices
+from jupyter_mig.nvml.simgpu import read_devices
 
 REFRESH_FILE = "device-plugin.refresh"
 
@@ -24,7 +24,7 @@ DeviceTable = dict[str, list[str]]
 
 
 def read_device_table(state_dir: str | os.PathLike[str]) -> DeviceTable:
-    """Every usable MIG device in the simulated NVML state, by extended resource."""
+    """Every usable MIG device in the simulated GPUs' state, by extended resource."""
     gpus, _busy = read_devices(state_dir)
     table: DeviceTable = {}
     for gpu in gpus:

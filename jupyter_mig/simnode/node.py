@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import logging
 import shutil
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from jupyter_mig.api import constants as c
+from jupyter_mig.deviceplugin import nvidia
+from jupyter_mig.deviceplugin.kubelet import DevicePluginError, DevicePluginHost
 from jupyter_mig.kube.client import (
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
@@ -32,7 +37,7 @@ from jupyter_mig.kube.client import (
 )
 from jupyter_mig.kube.watch import ListWatch
 from jupyter_mig.mig.models import MODELS
-from jupyter_mig.nvml import sim
+from jupyter_mig.nvml import simgpu
 from jupyter_mig.podresources.client import DeviceAssignment
 from jupyter_mig.simnode.devices import DeviceTable, node_capacity, read_device_table
 from jupyter_mig.simnode.devices import refresh_stamp as read_refresh_stamp
@@ -50,7 +55,7 @@ from jupyter_mig.simnode.pods import (
     restart_wanted,
     status_differs,
 )
-from jupyter_mig.simnode.processes import Processes, command_line, container_env
+from jupyter_mig.simnode.processes import Processes, command_line, container_env, proc_start_time
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,9 @@ ALLOCATIONS_FILE = "allocations.json"
 DIR_LOCK_FILE = "sim-node.lock"
 SOCKET_FILE = "pod-resources.sock"
 PODS_DIR = "pods"
+DEVICE_PLUGINS_DIR = "device-plugins"  # the kubelet's /var/lib/kubelet/device-plugins
+PLUGIN_PID_FILE = "nvidia-device-plugin.pid"
+PLUGIN_LOG_FILE = "nvidia-device-plugin.log"
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
 #: Longest a pod's processes get between SIGTERM and SIGKILL (keeps deletions quick).
@@ -84,6 +92,7 @@ class NodeConfig:
     memory: str = "512Gi"
     pods: str = "110"
     nvml_latency: dict[str, float] = field(default_factory=dict)
+    device_plugin: str = "builtin"  # or "nvidia": NVIDIA's plugin, this node its kubelet side
 
     def node_labels(self) -> dict[str, str]:
         """GPU feature discovery's labels for the model, plus the user's ``--label``s."""
@@ -106,7 +115,7 @@ class NodeConfig:
 
 def _load_records(path: Path) -> dict[str, PodRecord]:
     try:
-        data = sim._read_json(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     return {uid: PodRecord.from_json(raw) for uid, raw in data.get("pods", {}).items()}
@@ -123,8 +132,8 @@ def reboot_state(state_dir: str | Path) -> None:
                 processes.kill(run.pid, run.proc_start)
     with contextlib.suppress(FileNotFoundError):
         (root / ALLOCATIONS_FILE).unlink()
-    if (root / sim.STATE_FILE).exists():
-        sim.reboot(root)
+    if (root / simgpu.STATE_FILE).exists():
+        simgpu.reboot(root)
 
 
 class SimNode:
@@ -151,6 +160,8 @@ class SimNode:
         self._ready_since = now()
         self._node_uid: str | None = None
         self._dir_lock: IO[str] | None = None
+        self._plugin_host: DevicePluginHost | None = None
+        self._plugin: subprocess.Popen[bytes] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -159,11 +170,13 @@ class SimNode:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self._hold_dir_lock()
-        sim.init_state(self.dir, self.config.model, self.config.gpus, self.config.nvml_latency)
+        simgpu.init_state(self.dir, self.config.model, self.config.gpus, self.config.nvml_latency)
         (self.dir / PODS_DIR).mkdir(exist_ok=True)
         self._records = _load_records(self.dir / ALLOCATIONS_FILE)
         self._mark_busy()
         self._server = serve(self.dir / SOCKET_FILE, self._assignments, self._allocatable)
+        if self.config.device_plugin == "nvidia":
+            self._start_nvidia_plugin()
         self._seen_refresh = read_refresh_stamp(self.dir)
         self._refresh_due = time.monotonic()  # the device plugin reads the devices at start
         for target, name in ((self._tick_loop, "tick"), (self._watch_loop, "watch")):
@@ -180,6 +193,11 @@ class SimNode:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._server is not None:
             self._server.stop(grace=None)
+        if self._plugin is not None:
+            self._plugin.terminate()
+            self._plugin.wait(timeout=timeout)
+        if self._plugin_host is not None:
+            self._plugin_host.stop()
         self._api.close()
         if self._dir_lock is not None:
             self._dir_lock.close()  # releases the flock: a successor may start
@@ -224,11 +242,11 @@ class SimNode:
 
     def _save(self) -> None:
         data = {"pods": {uid: record.to_json() for uid, record in self._records.items()}}
-        sim.write_json_atomic(self.dir / ALLOCATIONS_FILE, data)
+        simgpu.write_atomic(self.dir / ALLOCATIONS_FILE, json.dumps(data, indent=1, sort_keys=True))
 
     def _mark_busy(self) -> None:
         """The devices pods hold have processes on them: NVML refuses to destroy them."""
-        sim.set_busy(self.dir, (d for r in self._records.values() for _c, _r, d in r.devices))
+        simgpu.set_busy(self.dir, (d for r in self._records.values() for _c, _r, d in r.devices))
 
     # -- node, heartbeat, device plugin ------------------------------------------------------
 
@@ -341,9 +359,26 @@ class SimNode:
                 },
             )
 
+    def _start_nvidia_plugin(self) -> None:
+        """NVIDIA's device plugin on this node's GPUs; one left by a killed predecessor (its
+        pid in DIR) is ended first, so one plugin serves the node's sockets."""
+        pid_file = self.dir / PLUGIN_PID_FILE
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pid, start_time = (int(part) for part in pid_file.read_text().split())
+            self._processes.kill(pid, start_time)
+        self._plugin_host = DevicePluginHost(self.dir / DEVICE_PLUGINS_DIR)
+        self._plugin_host.start()
+        with open(self.dir / PLUGIN_LOG_FILE, "ab") as log_file:
+            self._plugin = nvidia.start(self.dir, self._plugin_host.directory, log_file)
+        pid_file.write_text(f"{self._plugin.pid} {proc_start_time(self._plugin.pid)}\n")
+
     def _refresh_devices(self) -> None:
-        """Re-read simulated NVML and advertise its MIG devices as Node capacity."""
-        table = read_device_table(self.dir)
+        """Advertise the MIG devices as Node capacity: those NVIDIA's plugin lists, or (the
+        built-in plugin) those in the simulated GPUs' state now."""
+        if self._plugin_host is not None:
+            table = self._plugin_host.advertised()
+        else:
+            table = read_device_table(self.dir)
         node = self._kube.request("GET", self._node_path())
         on_node = (node.get("status") or {}).get("capacity") or {}
         capacity = node_capacity(table, on_node, self.config.base_capacity())
@@ -378,6 +413,11 @@ class SimNode:
         if stamp != self._seen_refresh:
             self._seen_refresh = stamp
             self._refresh_due = time.monotonic() + self.config.refresh_delay
+            if self._plugin is not None:  # it re-reads NVML on SIGHUP, in its own time
+                self._plugin.send_signal(signal.SIGHUP)
+                self._refresh_due = None
+        if self._plugin_host is not None and self._plugin_host.advertised() != self._advertised:
+            self._refresh_due = time.monotonic()  # the plugin's list changed: the kubelet's too
         if self._refresh_due is None or time.monotonic() < self._refresh_due:
             return
         if self._node_uid is None:
@@ -517,7 +557,8 @@ class SimNode:
         taken = {d for r in self._records.values() for _c, _r, d in r.devices}
         try:
             record.devices = allocate(device_requests(pod), self._advertised, present, taken)
-        except AdmissionError as err:
+            record.envs = self._plugin_envs(record.devices)
+        except (AdmissionError, DevicePluginError) as err:
             record.admission_error = str(err)
             log.warning("%s: %s rejected: %s", self.config.name, record.key, err)
         self._records[record.uid] = record
@@ -536,6 +577,19 @@ class SimNode:
             )
         return record
 
+    def _plugin_envs(self, devices: list[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+        """Each container's environment from NVIDIA's plugin's ``Allocate`` answer."""
+        if self._plugin_host is None:
+            return {}
+        requests: dict[tuple[str, str], list[str]] = {}
+        for container, resource, device in devices:
+            requests.setdefault((container, resource), []).append(device)
+        envs: dict[str, dict[str, str]] = {}
+        for (container, resource), ids in sorted(requests.items()):
+            answer = self._plugin_host.allocate(resource, ids)
+            envs.setdefault(container, {}).update(answer.envs)
+        return envs
+
     def _pod_dir(self, record: PodRecord) -> Path:
         return self.dir / PODS_DIR / record.uid
 
@@ -552,7 +606,7 @@ class SimNode:
         if annotations.get(c.SIM_EXEC_ANNOTATION) != "true":
             return run
         devices = [d for name, _r, d in record.devices if name == spec["name"]]
-        env = container_env(pod, spec, record.ip, devices)
+        env = container_env(pod, spec, record.ip, devices) | record.envs.get(spec["name"], {})
         argv = command_line(spec, env)
         if not argv:
             log.warning(

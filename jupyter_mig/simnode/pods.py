@@ -118,6 +118,7 @@ class PodRecord:
     devices: list[tuple[str, str, str]] = field(default_factory=list)  # container, resource, id
     containers: dict[str, ContainerRun] = field(default_factory=dict)
     admission_error: str | None = None
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # container -> from Allocate
 
     @property
     def key(self) -> str:
@@ -141,6 +142,7 @@ class PodRecord:
                 name: ContainerRun(**run) for name, run in data.get("containers", {}).items()
             },
             admission_error=data.get("admission_error"),
+            envs={name: dict(env) for name, env in data.get("envs", {}).items()},
         )
 
 

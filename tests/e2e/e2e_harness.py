@@ -54,7 +54,7 @@ from jupyter_mig.mig.contract import parse_input
 from jupyter_mig.mig.layout import Instance, layout_errors
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.mig.planner import plan_round
-from jupyter_mig.nvml.sim import read_devices
+from jupyter_mig.nvml.simgpu import read_devices
 
 T = TypeVar("T")
 
@@ -65,6 +65,8 @@ MIGNODES = f"/apis/{c.GROUP}/{c.VERSION}/{c.PLURAL}"
 WAIT_S = 120.0
 PR_SET_PDEATHSIG = 1
 FIELD_MANAGER = "jupyter-mig-e2e"
+#: builtin or nvidia: which device plugin sim nodes run unless a test names one (docs/e2e.md).
+DEVICE_PLUGIN_ENV = "JUPYTER_MIG_E2E_DEVICE_PLUGIN"
 E2E_LABEL = "jupyter-mig.io/e2e"
 
 #: Chart values for the tests: leases are short so that a failover takes seconds.
@@ -423,7 +425,7 @@ class Monitor(threading.Thread):
 
     def check(self) -> None:
         for node in list(self.system.nodes.values()):
-            if not (node.state / "nvml.json").exists():
+            if not (node.state / "nvml.state").exists():
                 continue  # the sim node is still starting
             before = node.allocations()
             present = node.nvml_devices()
@@ -585,6 +587,7 @@ class System:
         labels: Mapping[str, str] | None = None,
         latency: Mapping[str, float] | None = None,
         refresh_delay: float | None = None,
+        device_plugin: str | None = None,
     ) -> SimNode:
         """A sim node (kubelet identity) and its agent (the chart's agent account, token bound
         to a pod on the node); returns once both run."""
@@ -599,6 +602,7 @@ class System:
             "sim-node", "--kubeconfig", str(kubelet), "--name", name, "--gpu", model,
             "--gpus", str(gpus), "--state", str(state), "--label", c.OPT_IN_SELECTOR,
             "--refresh-delay", str(self.refresh_delay if refresh_delay is None else refresh_delay),
+            "--device-plugin", device_plugin or os.environ.get(DEVICE_PLUGIN_ENV, "builtin"),
         ]  # fmt: skip
         for key, value in node.labels.items():
             args += ["--label", f"{key}={value}"]

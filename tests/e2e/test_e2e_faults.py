@@ -12,7 +12,6 @@ devices of pods that ran before the fault are the same devices afterwards.
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from e2e_harness import System, restart_apiserver
 from support.net import metric
 
 from jupyter_mig.api import constants as c
-from jupyter_mig.nvml.sim import inject_fault
+from jupyter_mig.nvml.simgpu import inject_fault, state_lines
 
 pytestmark = pytest.mark.cluster
 
@@ -51,7 +50,12 @@ def _acked(system: System, node: str) -> bool:
 
 def test_agent_killed_mid_apply_is_finished_by_its_successor(system: System) -> None:
     # Slow creates and a slow device plugin widen the two windows the agent is killed in.
-    node = system.add_node("a100", "A100-80GB", latency={"create_instance": 1.0}, refresh_delay=3.0)
+    node = system.add_node(
+        "a100",
+        "A100-80GB",
+        latency={"nvmlDeviceCreateGpuInstanceWithPlacement": 1.0},
+        refresh_delay=3.0,
+    )
     system.start_controller("controller-0")
     system.create_pod("trio", "1g.10gb", count=3, interactive=True)
 
@@ -81,7 +85,7 @@ def test_failing_nvml_operations_are_retried(system: System) -> None:
     node = system.add_node("a100", "A100-80GB")
     system.start_controller("controller-0")
 
-    inject_fault(node.state, "create_instance", "NvmlError", times=2)
+    inject_fault(node.state, "nvmlDeviceCreateGpuInstanceWithPlacement", times=2)
     system.create_pod("two-g", "2g.20gb", interactive=True)
     system.wait(
         "the agent to report the NVML error",
@@ -94,18 +98,15 @@ def test_failing_nvml_operations_are_retried(system: System) -> None:
     # A destroy fails next: a whole-GPU pod needs the free 2g.20gb out of the way.
     system.delete_pod("two-g")
     system.wait("the 2g.20gb to be reported free", lambda: not system.reported_holders())
-    inject_fault(node.state, "destroy_instance", "NvmlError", times=1)
+    inject_fault(node.state, "nvmlGpuInstanceDestroy", times=1)
     system.create_pod("seven-g", "7g.80gb", interactive=True)
     system.wait("the whole-GPU pod to run", lambda: system.running(["seven-g"]))
     system.wait("the system to settle", system.settled)
     assert _faults_left(node.state) == [], "the injected destroy fault was never hit"
 
 
-def _faults_left(state: Path) -> list[object]:
-    try:
-        return list(json.loads((state / "nvml-faults.json").read_text()))
-    except FileNotFoundError:
-        return []
+def _faults_left(state: Path) -> list[list[str]]:
+    return [line for line in state_lines(state) if line[0] == "fault"]
 
 
 def test_a_second_controller_takes_over_when_the_leader_is_killed(system: System) -> None:

@@ -33,7 +33,8 @@ from jupyter_mig.api.mignode import new_mignode
 from jupyter_mig.devcluster import DevCluster
 from jupyter_mig.mig.layout import Instance
 from jupyter_mig.mig.models import MODELS
-from jupyter_mig.nvml.sim import SimNvml, inject_fault, reboot
+from jupyter_mig.nvml import open_simulated
+from jupyter_mig.nvml.simgpu import inject_fault, reboot
 
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes import client  # noqa: E402
@@ -139,7 +140,7 @@ class SimNode:
     # -- reading back -------------------------------------------------------------------------
 
     def nvml_layout(self) -> set[Instance]:
-        return {Instance(gi.start, gi.profile_id) for gi in SimNvml(self.state).instances(0)}
+        return {Instance(gi.start, gi.profile_id) for gi in open_simulated(self.state).instances(0)}
 
     def reported_layout(self) -> set[Instance]:
         gpus = (self.mignode().get("status") or {}).get("gpus") or []
@@ -251,12 +252,14 @@ def test_applies_a_spec_and_reports_it(sim: SimNode) -> None:
     wait_for("three more resyncs", lambda: _reconciles(sim.health_port) >= passes + 3, WAIT_S)
     assert sim.mignode()["metadata"]["resourceVersion"] == version
     # A new generation moves only what changed.
-    kept = {gi.mig_uuid for gi in SimNvml(sim.state).instances(0) if gi.profile_id == THREE_G}
+    kept = {
+        gi.mig_uuid for gi in open_simulated(sim.state).instances(0) if gi.profile_id == THREE_G
+    }
     generation = sim.set_spec([Instance(0, THREE_G), Instance(4, THREE_G)])
     wait_for(
         "the second spec", sim.applied(generation, {Instance(0, THREE_G), Instance(4, THREE_G)})
     )
-    assert kept <= {gi.mig_uuid for gi in SimNvml(sim.state).instances(0)}
+    assert kept <= {gi.mig_uuid for gi in open_simulated(sim.state).instances(0)}
     metrics = http_get(local_url(sim.health_port, "/metrics"))[1].decode()
     assert 'jupyter_mig_agent_nvml_operations_total{operation="create",result="ok"}' in metrics
 
@@ -311,7 +314,7 @@ def test_keeps_an_in_use_instance_the_spec_drops(sim: SimNode, namespace: str) -
 
 
 def test_converges_after_being_killed_mid_apply(sim: SimNode) -> None:
-    sim.start_sim_node("create_instance=0.4", "destroy_instance=0.2")
+    sim.start_sim_node("nvmlDeviceCreateGpuInstanceWithPlacement=0.4", "nvmlGpuInstanceDestroy=0.2")
     sim.create_mignode([Instance(0, THREE_G), Instance(4, THREE_G)])
     sim.start_agent()
     wait_for("the first spec", sim.applied(1, {Instance(0, THREE_G), Instance(4, THREE_G)}))
@@ -339,7 +342,7 @@ def test_converges_after_being_killed_mid_apply(sim: SimNode) -> None:
 
 def test_retries_nvml_failures_until_it_converges(sim: SimNode) -> None:
     sim.start_sim_node()
-    inject_fault(sim.state, "create_instance", "NvmlError", nth=1, times=3)
+    inject_fault(sim.state, "nvmlDeviceCreateGpuInstanceWithPlacement", nth=1, times=3)
     sim.create_mignode([Instance(0, THREE_G)])
     sim.start_agent()
     wait_for("the spec despite NVML failures", sim.applied(1, {Instance(0, THREE_G)}), WAIT_S)
@@ -353,13 +356,13 @@ def test_restores_the_layout_after_a_reboot(sim: SimNode) -> None:
     sim.create_mignode(sorted(layout))
     sim.start_agent()
     wait_for("the spec", sim.applied(1, layout), WAIT_S)
-    before = {gi.mig_uuid for gi in SimNvml(sim.state).instances(0)}
+    before = {gi.mig_uuid for gi in open_simulated(sim.state).instances(0)}
     reboot(sim.state)  # MIG instances do not survive a reboot
     wait_for(
         "the layout to be restored",
         lambda: (
             sim.nvml_layout() == layout
-            and {gi.mig_uuid for gi in SimNvml(sim.state).instances(0)}.isdisjoint(before)
+            and {gi.mig_uuid for gi in open_simulated(sim.state).instances(0)}.isdisjoint(before)
         ),
         WAIT_S,
     )

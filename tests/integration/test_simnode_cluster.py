@@ -21,8 +21,8 @@ from support.processes import stop_process
 from support.waiting import wait_for
 
 from jupyter_mig.devcluster import DevCluster
+from jupyter_mig.nvml import open_simulated
 from jupyter_mig.nvml.base import InUse
-from jupyter_mig.nvml.sim import SimNvml
 from jupyter_mig.podresources import client as podresources
 from jupyter_mig.simnode.node import reboot_state
 
@@ -104,7 +104,7 @@ def sim_nodes(cluster: DevCluster, core: Any, workdir: Path) -> Iterator[list[Si
     yield started
     for sim in started:
         sim.stop()
-    for state in [p.parent for p in workdir.rglob("nvml.json")]:
+    for state in [p.parent for p in workdir.rglob("nvml.state")]:
         reboot_state(state)  # kills container processes the sim nodes left running
     for sim in started:
         for node in core.list_node().items:
@@ -149,7 +149,7 @@ def wait_ready(core: Any, sim: SimNodeProcess, timeout: float = 60) -> Any:
 
 def create_instances(sim: SimNodeProcess, *layout: tuple[int, int, int]) -> list[str]:
     """Create (gpu, profile id, start) instances as the agent would, then ask for a refresh."""
-    nvml = SimNvml(sim.state)
+    nvml = open_simulated(sim.state)
     made = [
         nvml.create_instance(gpu, profile, start).mig_uuid or "" for gpu, profile, start in layout
     ]
@@ -278,7 +278,7 @@ def test_mig_pod_waits_for_instances_then_runs_with_its_device(
     assert podresources.list_devices(socket) == {f"{namespace}/gpu-pod": [(MIG_1G, made[0])]}
     assert podresources.pod_devices(socket, namespace, "gpu-pod") == [(MIG_1G, made[0])]
 
-    nvml = SimNvml(sim.state)
+    nvml = open_simulated(sim.state)
     (held,) = nvml.instances(0)
     with pytest.raises(InUse):
         nvml.destroy_instance(0, held.id)
@@ -384,7 +384,7 @@ def test_vanished_device_fails_admission(
     wait_for(
         "capacity", lambda: (core.read_node(sim.name).status.allocatable or {}).get(MIG_1G) == "1"
     )
-    nvml = SimNvml(sim.state)
+    nvml = open_simulated(sim.state)
     nvml.destroy_instance(0, nvml.instances(0)[0].id)  # no refresh: the plugin's list is stale
     core.create_namespaced_pod(namespace, mig_pod("late", sim.name))
     wait_phase(core, sim, namespace, "late", "Failed")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -9,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from jupyter_mig import cli
+from jupyter_mig.agent.devices import SignalRefresher
 from jupyter_mig.agent.health import Heartbeat, serve_health
+from jupyter_mig.agent.reconcile import RefreshError
 from jupyter_mig.agent.runner import Backoff, LazyNvml
 from jupyter_mig.nvml import Uninitialized, open_backend
-from jupyter_mig.nvml.sim import init_state
+from jupyter_mig.nvml.simgpu import init_state
 
 
 @pytest.mark.parametrize(
@@ -80,3 +85,32 @@ def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
     assert [backoff.failed() for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
     backoff.reset()
     assert backoff.failed() == 1.0
+
+
+def test_signal_refresher_sends_sighup_to_the_device_plugin(tmp_path: Path) -> None:
+    received = tmp_path / "hup"
+    handler = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGHUP, lambda *_: open(sys.argv[1], 'w').close())\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    plugin = subprocess.Popen(
+        ["bash", "-c", 'exec -a nvidia-device-plugin "$0" -c "$1" "$2"', sys.executable,
+         handler, str(received)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert plugin.stdout is not None and plugin.stdout.readline() == b"ready\n"
+        refresher = SignalRefresher()
+        assert plugin.pid in refresher.pids()
+        refresher.refresh(timeout=5)
+        deadline = time.monotonic() + 30
+        while not received.exists():
+            assert time.monotonic() < deadline, "no SIGHUP arrived"
+            time.sleep(0.05)
+    finally:
+        plugin.kill()
+        plugin.wait()
+    with pytest.raises(RefreshError, match="hostPID"):
+        SignalRefresher(program="no-such-plugin").refresh(timeout=5)

@@ -21,11 +21,22 @@ from jupyter_mig.agent.reconcile import (
     Outcome,
     Reconciler,
 )
+from jupyter_mig.agent.runner import LazyNvml
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.conditions import get_condition
 from jupyter_mig.mig.layout import Instance
 from jupyter_mig.mig.models import MODELS
-from jupyter_mig.nvml.sim import SimNvml, init_state, inject_fault, read_devices, reboot, set_busy
+from jupyter_mig.nvml import NvmlBackend, open_simulated
+from jupyter_mig.nvml.simgpu import (
+    STATE_FILE,
+    init_state,
+    inject_fault,
+    read_devices,
+    reboot,
+    reload_driver,
+    set_busy,
+    set_mig_mode,
+)
 from jupyter_mig.podresources import server as podresources_server
 from jupyter_mig.podresources.client import DeviceAssignment
 
@@ -72,7 +83,7 @@ class Node:
     state_dir: Path
     kubelet: Kubelet
     reconciler: Reconciler
-    nvml: SimNvml
+    nvml: NvmlBackend
     announced: list[dict[str, Any]] = field(default_factory=list)
     obj: dict[str, Any] = field(default_factory=dict)
 
@@ -119,15 +130,18 @@ def node(tmp_path: Path) -> Iterator[Node]:
         socket, lambda: list(kubelet.assignments), lambda: dict(kubelet.allocatable)
     )
     reconciler = Reconciler(
-        SimNvml(tmp_path),
+        LazyNvml(lambda: open_simulated(tmp_path)),
         PodResourcesView(str(socket)),
         kubelet,
         AgentMetrics(),
         refresh_timeout=1.0,
         poll_interval=0.05,
     )
-    yield Node(tmp_path, kubelet, reconciler, SimNvml(tmp_path))
+    nvml = open_simulated(tmp_path)
+    yield Node(tmp_path, kubelet, reconciler, nvml)
     server.stop(grace=None)
+    nvml.close()
+    reconciler.nvml.close()
 
 
 def test_applies_a_spec_and_reports_it(node: Node) -> None:
@@ -259,10 +273,7 @@ def test_a_spec_that_cannot_be_read_is_refused(node: Node) -> None:
 
 
 def test_a_gpu_with_mig_off_is_reported_and_refused_as_a_target(node: Node) -> None:
-    state_file = node.state_dir / "nvml.json"
-    state = json.loads(state_file.read_text())
-    state["gpus"][1]["mig_enabled"] = False
-    state_file.write_text(json.dumps(state))
+    set_mig_mode(node.state_dir, 1, current=False, pending=False)
     node.set_spec({1: [Instance(0, ONE_G)]})
     outcome = node.reconcile()
     assert node.condition(c.CONDITION_DEGRADED) == ("True", c.REASON_INVALID_SPEC)
@@ -274,7 +285,7 @@ def test_a_gpu_with_mig_off_is_reported_and_refused_as_a_target(node: Node) -> N
 
 def test_nvml_failure_is_retried_and_then_converges(node: Node) -> None:
     node.set_spec({0: [Instance(0, ONE_G), Instance(1, ONE_G)]})
-    inject_fault(node.state_dir, "create_instance", "NvmlError", nth=2)
+    inject_fault(node.state_dir, "nvmlDeviceCreateGpuInstanceWithPlacement", nth=2)
     failed = node.reconcile()
     assert failed.retry
     assert node.condition(c.CONDITION_DEGRADED) == ("True", c.REASON_NVML_ERROR)
@@ -303,10 +314,9 @@ def test_finishes_a_create_that_a_kill_cut_short(node: Node) -> None:
     node.set_spec({0: [Instance(0, THREE_G)]})
     node.reconcile()
     # A GPU instance without its compute instance: the agent died between the two NVML calls.
-    state_file = node.state_dir / "nvml.json"
-    state = json.loads(state_file.read_text())
-    state["gpus"][0]["instances"][0].update(mig_uuid=None, compute_instances=0)
-    state_file.write_text(json.dumps(state))
+    state_file = node.state_dir / STATE_FILE
+    lines = state_file.read_text().splitlines(keepends=True)
+    state_file.write_text("".join(line for line in lines if not line.startswith("ci 0 ")))
     node.reconcile()
     (gi,) = node.nvml.instances(0)
     assert (gi.start, gi.profile_id, gi.compute_instances) == (0, THREE_G, 1)
@@ -341,3 +351,14 @@ def test_nothing_is_applied_without_the_kubelet(node: Node, tmp_path: Path) -> N
     assert outcome.retry
     assert node.layout(0) == set()
     assert node.condition(c.CONDITION_DEGRADED) == ("True", REASON_POD_RESOURCES)
+
+
+def test_a_driver_reload_between_passes_fails_no_pass(node: Node) -> None:
+    """NVML is open only during a pass, so a reload between passes is no error."""
+    node.set_spec({0: [Instance(0, ONE_G)]})
+    node.reconcile()
+    reload_driver(node.state_dir)
+    node.set_spec({0: [Instance(0, ONE_G), Instance(1, ONE_G)]})
+    outcome = node.reconcile()
+    assert not outcome.retry
+    assert node.layout(0) == {Instance(0, ONE_G), Instance(1, ONE_G)}

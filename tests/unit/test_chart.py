@@ -216,6 +216,7 @@ def test_agent_daemonset() -> None:
         "tolerations"
     ]
     assert not pod.get("hostPID") and not pod.get("hostNetwork")
+    assert "--device-plugin-refresh=pod" in container["args"]
     host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert "/var/lib/kubelet/pod-resources" in host_paths
     security = container["securityContext"]
@@ -477,3 +478,11 @@ def test_dockerfile_copies_what_exists_and_installs_no_jupyter() -> None:
         dep for extra in ("cluster", "nvml") for dep in project["optional-dependencies"][extra]
     ]
     assert not [d for d in installed if re.match(r"(jupyter|notebook|ipy)", d, re.IGNORECASE)]
+
+
+def test_signal_refresh_runs_the_agent_with_host_pid() -> None:
+    manifests = _render(agent={"devicePlugin": {"refresh": "signal"}})
+    pod = _one(manifests, "DaemonSet", AGENT_SA)["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True
+    assert "--device-plugin-refresh=signal" in _container(manifests, "DaemonSet", AGENT_SA)["args"]
+    assert not [m for m in manifests if "device-plugin" in m["metadata"]["name"]]

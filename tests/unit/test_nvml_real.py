@@ -1,305 +1,264 @@
-"""The real NVML backend against a fake ``pynvml`` module: one A100-80GB in MIG mode.
+"""The NVML backend (:mod:`jupyter_mig.nvml.real`) on our ``libnvidia-ml.so.1``.
 
-The fake implements only the calls the backend makes, with NVML's conventions: profile
-*indexes* in, profile *ids* out; placements and counts by reference; NVML error codes.
+Everything goes through nvidia-ml-py's own ctypes calls into the C library, so the symbols,
+struct versions, by-reference arguments and bytes/str conversions are the ones a real node
+exercises.  Faults come from the library's switches (:mod:`jupyter_mig.nvml.simgpu`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import types
-from ctypes import c_uint, c_void_p
-from typing import Any
+import multiprocessing
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pynvml
 import pytest
 
+from jupyter_mig.agent.runner import LazyNvml
+from jupyter_mig.errors import UserError
+from jupyter_mig.mig.layout import Instance, layout_errors
 from jupyter_mig.mig.models import MODELS
-from jupyter_mig.nvml.base import InsufficientResources, InUse, NotFound, NotSupported
-from jupyter_mig.nvml.real import RealNvml
+from jupyter_mig.nvml import (
+    InsufficientResources,
+    InUse,
+    InvalidArgument,
+    NotFound,
+    NotSupported,
+    NvmlBackend,
+    NvmlError,
+    Uninitialized,
+    open_backend,
+    open_simulated,
+    simgpu,
+)
 
-# index -> (id, name, slices, max count, MiB, size, starts): an `nvidia-smi mig -lgip/-lgipp`
-# transcript of an A100-SXM4-80GB, typed in by hand.
-LGIP = {
-    0: (19, b"MIG 1g.10gb", 1, 7, 9728, 1, (0, 1, 2, 3, 4, 5, 6)),
-    1: (14, b"MIG 2g.20gb", 2, 3, 19968, 2, (0, 2, 4)),
-    2: (9, b"MIG 3g.40gb", 3, 2, 40192, 4, (0, 4)),
-    3: (5, b"MIG 4g.40gb", 4, 1, 40192, 4, (0,)),
-    4: (0, b"MIG 7g.80gb", 7, 1, 80896, 8, (0,)),
-    7: (20, b"MIG 1g.10gb+me", 1, 1, 9728, 1, (0, 1, 2, 3, 4, 5, 6)),
-    9: (15, b"MIG 1g.20gb", 1, 4, 19968, 2, (0, 2, 4, 6)),
-}
-CI_SLICES = (1, 2, 3, 4, 7)  # compute-instance profile index -> slices (id = index here)
-GI_BASE = 0x1000
-CI_BASE = 0x100000
+A100 = MODELS.get("A100-80GB")
 
 
-def _error(code: int) -> pynvml.NVMLError:
-    return pynvml.NVMLError(code)
-
-
-def _pointer(kind: Any, value: int) -> Any:
-    return ctypes.cast(c_void_p(value), kind)
-
-
-def _address(handle: Any) -> int:
-    value = ctypes.cast(handle, c_void_p).value
-    assert value is not None
-    return value
-
-
-class FakeA100:
-    """The state of one MIG-enabled A100-80GB behind a pynvml-shaped module."""
-
-    def __init__(self) -> None:
-        self.gis: dict[int, dict[str, Any]] = {}  # GI id -> profile id, start, size, cis
-        self.busy_cis: set[int] = set()
-        self.calls: list[str] = []
-        self.initialized = False
-
-    def module(self) -> types.SimpleNamespace:
-        names = [n for n in dir(self) if n.startswith("nvml")]
-        functions = {n: getattr(self, n) for n in names}
-        borrowed = {
-            n: getattr(pynvml, n)
-            for n in dir(pynvml)
-            if n.startswith(("NVMLError", "NVML_", "c_nvml"))
-        }
-        return types.SimpleNamespace(**borrowed, **functions)
-
-    def _log(self, name: str) -> None:
-        assert self.initialized, f"{name} before nvmlInit"
-        self.calls.append(name)
-
-    def nvmlInit(self) -> None:
-        self.initialized = True
-
-    def nvmlShutdown(self) -> None:
-        self.initialized = False
-
-    def nvmlDeviceGetCount(self) -> int:
-        return 1
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
-        if index != 0:
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return "gpu0"
-
-    def nvmlDeviceGetName(self, handle: str) -> str:
-        return "NVIDIA A100-SXM4-80GB"
-
-    def nvmlDeviceGetUUID(self, handle: Any) -> str:
-        if isinstance(handle, tuple):
-            return f"MIG-00000000-0000-4000-8000-{handle[1]:012x}"
-        return "GPU-11111111-2222-4333-8444-555555555555"
-
-    def nvmlDeviceGetMemoryInfo(self, handle: str) -> Any:
-        return types.SimpleNamespace(total=81920 * 2**20)
-
-    def nvmlDeviceGetMigMode(self, handle: str) -> list[int]:
-        return [1, 1]
-
-    def nvmlDeviceGetGpuInstanceProfileInfo(self, handle: str, index: int) -> Any:
-        self._log("GetGpuInstanceProfileInfo")
-        if index >= pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT:
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        if index not in LGIP:
-            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        pid, name, slices, count, mib, _size, _starts = LGIP[index]
-        return types.SimpleNamespace(
-            id=pid, name=name, sliceCount=slices, instanceCount=count, memorySizeMB=mib
-        )
-
-    def _by_id(self, profile_id: int) -> tuple[Any, ...]:
-        for row in LGIP.values():
-            if row[0] == profile_id:
-                return row
-        raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-
-    def nvmlDeviceGetGpuInstancePossiblePlacements(
-        self, handle: str, profile_id: int, buffer: Any, count_ref: Any
-    ) -> int:
-        self._log("GetGpuInstancePossiblePlacements")
-        _pid, _name, _slices, _count, _mib, size, starts = self._by_id(profile_id)
-        count = count_ref._obj  # a byref(c_uint): fails if passed by value
-        if buffer is not None:
-            assert count.value >= len(starts), "placement buffer too small"
-            for i, start in enumerate(starts):
-                buffer[i].start, buffer[i].size = start, size
-        count.value = len(starts)
-        return 0
-
-    def nvmlDeviceCreateGpuInstanceWithPlacement(
-        self, handle: str, profile_id: int, placement_ref: Any
-    ) -> Any:
-        self._log("CreateGpuInstanceWithPlacement")
-        placement = placement_ref._obj  # the pitfall: the struct must go by reference
-        pid, _name, _slices, count, _mib, size, starts = self._by_id(profile_id)
-        if placement.start not in starts or placement.size != size:
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        mask = ((1 << size) - 1) << placement.start
-        used = 0
-        for gi in self.gis.values():
-            used |= ((1 << gi["size"]) - 1) << gi["start"]
-        same = sum(1 for gi in self.gis.values() if gi["profile"] == pid)
-        if used & mask or same >= count:
-            raise _error(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
-        gi_id = min(i for i in range(1, 16) if i not in self.gis)
-        self.gis[gi_id] = {"profile": pid, "start": placement.start, "size": size, "cis": {}}
-        return _pointer(pynvml.c_nvmlGpuInstance_t, GI_BASE + gi_id)
-
-    def _gi(self, handle: Any) -> dict[str, Any]:
-        gi_id = _address(handle) - GI_BASE
-        if gi_id not in self.gis:
-            raise _error(pynvml.NVML_ERROR_NOT_FOUND)
-        return self.gis[gi_id]
-
-    def nvmlDeviceGetGpuInstances(
-        self, handle: str, profile_id: int, buffer: Any, count_ref: Any
-    ) -> int:
-        found = [i for i, gi in sorted(self.gis.items()) if gi["profile"] == profile_id]
-        assert count_ref._obj.value >= len(found)
-        for slot, gi_id in enumerate(found):
-            buffer[slot] = _pointer(pynvml.c_nvmlGpuInstance_t, GI_BASE + gi_id)
-        count_ref._obj.value = len(found)
-        return 0
-
-    def nvmlDeviceGetGpuInstanceById(self, handle: str, gi_id: int) -> Any:
-        if gi_id not in self.gis:
-            raise _error(pynvml.NVML_ERROR_NOT_FOUND)
-        return _pointer(pynvml.c_nvmlGpuInstance_t, GI_BASE + gi_id)
-
-    def nvmlGpuInstanceGetInfo(self, handle: Any) -> Any:
-        gi = self._gi(handle)
-        placement = types.SimpleNamespace(start=gi["start"], size=gi["size"])
-        return types.SimpleNamespace(
-            id=_address(handle) - GI_BASE, profileId=gi["profile"], placement=placement
-        )
-
-    def nvmlGpuInstanceGetComputeInstanceProfileInfo(
-        self, handle: Any, index: int, engine: int
-    ) -> Any:
-        gi_slices = self._by_id(self._gi(handle)["profile"])[2]
-        if index >= len(CI_SLICES) or CI_SLICES[index] > gi_slices:
-            raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        slices = CI_SLICES[index]
-        return types.SimpleNamespace(id=index, sliceCount=slices, instanceCount=7 // slices)
-
-    def nvmlGpuInstanceCreateComputeInstance(self, handle: Any, ci_profile_id: int) -> Any:
-        self._log(f"CreateComputeInstance:{CI_SLICES[ci_profile_id]}")
-        gi = self._gi(handle)
-        ci_id = len(gi["cis"])
-        gi["cis"][ci_id] = ci_profile_id
-        return _pointer(pynvml.c_nvmlComputeInstance_t, CI_BASE + _address(handle) * 16 + ci_id)
-
-    def nvmlGpuInstanceGetComputeInstances(
-        self, handle: Any, ci_profile_id: int, buffer: Any, count_ref: Any
-    ) -> int:
-        gi = self._gi(handle)
-        found = [ci for ci, p in gi["cis"].items() if p == ci_profile_id]
-        for slot, ci_id in enumerate(found):
-            value = CI_BASE + _address(handle) * 16 + ci_id
-            buffer[slot] = _pointer(pynvml.c_nvmlComputeInstance_t, value)
-        count_ref._obj.value = len(found)
-        return 0
-
-    def nvmlComputeInstanceDestroy(self, handle: Any) -> None:
-        value = _address(handle) - CI_BASE
-        if value in self.busy_cis:
-            raise _error(pynvml.NVML_ERROR_IN_USE)
-        self._log("ComputeInstanceDestroy")
-        gi = self.gis[value // 16 - GI_BASE]
-        del gi["cis"][value % 16]
-
-    def nvmlGpuInstanceDestroy(self, handle: Any) -> None:
-        gi = self._gi(handle)
-        if gi["cis"]:
-            raise _error(pynvml.NVML_ERROR_IN_USE)
-        self._log("GpuInstanceDestroy")
-        del self.gis[_address(handle) - GI_BASE]
-
-    def nvmlDeviceGetMaxMigDeviceCount(self, handle: str) -> int:
-        return 7
-
-    def _mig_devices(self) -> list[tuple[int, int]]:
-        return [(gi_id, ci) for gi_id, gi in sorted(self.gis.items()) for ci in gi["cis"]]
-
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: str, slot: int) -> Any:
-        devices = self._mig_devices()
-        if slot >= len(devices):
-            raise _error(pynvml.NVML_ERROR_NOT_FOUND)
-        gi_id, ci = devices[slot]
-        return ("mig", gi_id * 16 + ci)
-
-    def nvmlDeviceGetGpuInstanceId(self, mig: tuple[str, int]) -> c_uint:
-        return c_uint(mig[1] // 16).value
+def pid(name: str) -> int:
+    return A100.profile(name).nvml_id
 
 
 @pytest.fixture
-def fake() -> FakeA100:
-    return FakeA100()
+def gpu_dir(tmp_path: Path) -> Path:
+    simgpu.init_state(tmp_path, "A100-80GB", gpus=2)
+    return tmp_path
 
 
-def test_gpu_is_mapped_to_its_model(fake: FakeA100) -> None:
-    with RealNvml(fake.module()) as nvml:
-        (gpu,) = nvml.gpus()
-    assert (gpu.model, gpu.product, gpu.mig_enabled) == (
-        "A100-80GB",
-        "NVIDIA-A100-SXM4-80GB",
-        True,
-    )
-    assert gpu.memory_mib == 81920
-    assert not fake.initialized  # closed on leaving the context
+@pytest.fixture
+def nvml(gpu_dir: Path) -> Iterator[NvmlBackend]:
+    with open_simulated(gpu_dir) as backend:
+        yield backend
 
 
-def test_discovered_table_matches_the_built_in_one(fake: FakeA100) -> None:
-    table = RealNvml(fake.module()).profile_table(0)
-    builtin = MODELS.get("A100-80GB")
+def test_gpus_are_mapped_to_their_model(nvml: NvmlBackend) -> None:
+    gpus = nvml.gpus()
+    assert [(g.index, g.model, g.product, g.mig_enabled) for g in gpus] == [
+        (0, "A100-80GB", "NVIDIA-A100-SXM4-80GB", True),
+        (1, "A100-80GB", "NVIDIA-A100-SXM4-80GB", True),
+    ]
+    assert gpus[0].memory_mib == A100.full_profile.memory_mib
+    assert gpus[0].uuid.startswith("GPU-") and gpus[0].uuid != gpus[1].uuid
+
+
+def test_discovered_table_is_the_built_in_one(nvml: NvmlBackend) -> None:
+    table = nvml.profile_table(0)
     assert (table.name, table.grid, table.compute_budget) == ("A100-80GB", 8, 7)
-    assert {p.nvml_id for p in table.profiles} == {p.nvml_id for p in builtin.profiles}
-    for profile in table.profiles:
-        expected = builtin.profile(profile.nvml_id)
-        assert profile.name == expected.name
-        assert profile.starts == expected.starts
-        assert (profile.size, profile.compute, profile.max_count, profile.media) == (
-            expected.size,
-            expected.compute,
-            expected.max_count,
-            expected.media,
-        )
-    assert table.to_json()["profiles"]  # publishable
+    assert sorted(table.profiles, key=lambda p: p.nvml_id) == sorted(
+        A100.profiles, key=lambda p: p.nvml_id
+    )
 
 
-def test_create_makes_the_gi_at_its_placement_and_a_full_size_ci(fake: FakeA100) -> None:
-    nvml = RealNvml(fake.module())
-    made = nvml.create_instance(0, 9, 4)  # 3g.40gb by profile id, at slice 4
+def test_create_makes_a_device_with_a_mig_uuid_and_refuses_overlap(nvml: NvmlBackend) -> None:
+    made = nvml.create_instance(0, pid("3g.40gb"), 4)
     assert (made.profile_id, made.start, made.size, made.compute_instances) == (9, 4, 4, 1)
     assert made.mig_uuid and made.mig_uuid.startswith("MIG-")
-    assert "CreateComputeInstance:3" in fake.calls
-    seven = nvml.create_instance(0, 19, 0)
-    assert nvml.instances(0) == [seven, made]
+    one = nvml.create_instance(0, pid("1g.10gb"), 0)
+    assert nvml.instances(0) == [one, made]
     with pytest.raises(InsufficientResources):
-        nvml.create_instance(0, 14, 4)
+        nvml.create_instance(0, pid("2g.20gb"), 4)
+    with pytest.raises(InvalidArgument):
+        nvml.create_instance(0, pid("2g.20gb"), 1)
     with pytest.raises(NotSupported):
         nvml.create_instance(0, 4, 0)  # 4 is a profile *index* (7g), never an id here
 
 
-def test_destroy_takes_the_cis_first_then_the_gi(fake: FakeA100) -> None:
-    nvml = RealNvml(fake.module())
-    made = nvml.create_instance(0, 0, 0)
-    assert "CreateComputeInstance:7" in fake.calls
-    fake.calls.clear()
-    nvml.destroy_instance(0, made.id)
-    assert fake.calls == ["ComputeInstanceDestroy", "GpuInstanceDestroy"]
-    assert nvml.instances(0) == []
-    with pytest.raises(NotFound):
-        nvml.destroy_instance(0, made.id)
+def test_every_refusal_matches_the_pure_layout_rules(nvml: NvmlBackend) -> None:
+    """Filling a GPU greedily: the library accepts exactly what layout_errors accepts."""
+    for profile in sorted(A100.profiles, key=lambda p: p.size):
+        for start in profile.starts:
+            current = [Instance(i.start, i.profile_id) for i in nvml.instances(0)]
+            if not layout_errors(A100, [*current, Instance(start, profile.nvml_id)]):
+                nvml.create_instance(0, profile.nvml_id, start)
+            else:
+                with pytest.raises(InsufficientResources):
+                    nvml.create_instance(0, profile.nvml_id, start)
+    assert nvml.instances(0)
 
 
-def test_busy_device_refuses_destruction(fake: FakeA100) -> None:
-    nvml = RealNvml(fake.module())
-    made = nvml.create_instance(0, 19, 3)
-    fake.busy_cis.add(GI_BASE * 16 + made.id * 16 + 0)
+def test_busy_devices_refuse_destruction_and_ids_are_reused(
+    gpu_dir: Path, nvml: NvmlBackend
+) -> None:
+    made = nvml.create_instance(0, pid("1g.10gb"), 0)
+    assert made.mig_uuid
+    simgpu.set_busy(gpu_dir, [made.mig_uuid])
     with pytest.raises(InUse):
         nvml.destroy_instance(0, made.id)
     assert nvml.instances(0) == [made]
+    simgpu.set_busy(gpu_dir, [])
+    nvml.destroy_instance(0, made.id)
+    assert nvml.instances(0) == []
+    with pytest.raises(NotFound):
+        nvml.destroy_instance(0, made.id)
+    again = nvml.create_instance(0, pid("1g.10gb"), 2)
+    assert again.id == made.id and again.mig_uuid != made.mig_uuid
+
+
+def test_state_survives_a_new_process_and_reboot_clears_it(
+    gpu_dir: Path, nvml: NvmlBackend
+) -> None:
+    made = nvml.create_instance(1, pid("2g.20gb"), 2)
+    code = (
+        "import sys; from jupyter_mig.nvml import open_backend\n"
+        "print([i.mig_uuid for i in open_backend('sim:' + sys.argv[1]).instances(1)])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(gpu_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == repr([made.mig_uuid])
+    simgpu.init_state(gpu_dir, "A100-80GB", gpus=2)  # a restarted sim node keeps instances
+    with open_backend(f"sim:{gpu_dir}") as again:
+        assert again.instances(1) == [made]
+    simgpu.reboot(gpu_dir)
+    assert nvml.instances(1) == []
+
+
+def test_bad_state_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    simgpu.init_state(tmp_path, "A100-80GB", gpus=2)
+    before = (tmp_path / simgpu.STATE_FILE).read_text()
+    with pytest.raises(UserError, match="A100-80GB"):
+        simgpu.init_state(tmp_path, "H100-80GB", gpus=2)
+    with pytest.raises(UserError):
+        simgpu.init_state(tmp_path, "A100-80GB", gpus=3)
+    with pytest.raises(ValueError, match="unknown GPU model"):
+        simgpu.init_state(tmp_path / "new", "B999", gpus=1)
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / simgpu.STATE_FILE).read_text() == before
+    with pytest.raises(Uninitialized, match="Driver Not Loaded"):
+        open_simulated(tmp_path / "nothing")
+    (tmp_path / simgpu.STATE_FILE).write_text(before.replace(" 1 1\n", "\n", 1))
+    with pytest.raises(UserError, match="corrupt"):
+        simgpu.set_busy(tmp_path, [])
+    with pytest.raises(Uninitialized):
+        open_simulated(tmp_path)
+
+
+def test_fault_injected_here_hits_another_process(gpu_dir: Path) -> None:
+    simgpu.inject_fault(gpu_dir, "nvmlDeviceGetCount_v2", times=2)
+    code = (
+        "import sys\n"
+        "from jupyter_mig.nvml import open_backend, NvmlError\n"
+        "nvml = open_backend('sim:' + sys.argv[1])\n"
+        "for _ in range(3):\n"
+        "    try:\n"
+        "        nvml.gpus(); print('ok')\n"
+        "    except NvmlError as err:\n"
+        "        print(err.code)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(gpu_dir)], capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == ["999", "999", "ok"]
+    with pytest.raises(UserError):
+        simgpu.inject_fault(gpu_dir, "reset_gpu")
+
+
+def _create_one(directory: str, start: int) -> None:
+    open_simulated(directory).create_instance(0, pid("1g.10gb"), start)
+
+
+def test_concurrent_processes_never_lose_an_update(gpu_dir: Path, nvml: NvmlBackend) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_create_one, args=(str(gpu_dir), s)) for s in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert sorted(i.start for i in nvml.instances(0)) == list(range(6))
+
+
+# -- the six defects of the review (issue 8), each on a library switch -----------------------
+
+
+def test_an_empty_mig_slot_answering_invalid_argument_is_no_failure(
+    gpu_dir: Path, nvml: NvmlBackend
+) -> None:
+    """nvml.h allows INVALID_ARGUMENT for an empty nvmlDeviceGetMigDeviceHandleByIndex slot."""
+    made = nvml.create_instance(0, pid("1g.10gb"), 0)
+    simgpu.inject_fault(gpu_dir, "nvmlDeviceGetMigDeviceHandleByIndex", code=2, times=-1)
+    assert nvml.instances(0) == [made]
+
+
+def test_the_mig_uuid_comes_from_the_compute_instance_not_a_stale_slot(
+    gpu_dir: Path, nvml: NvmlBackend
+) -> None:
+    """A long-lived session still lists a destroyed MIG device; a new GI reuses its id."""
+    simgpu.set_stale_enumeration(gpu_dir)
+    old = nvml.create_instance(0, pid("1g.10gb"), 0)
+    with open_simulated(gpu_dir) as other:  # another process's session does the swap
+        other.destroy_instance(0, old.id)
+        new = other.create_instance(0, pid("1g.10gb"), 0)
+    assert new.id == old.id and new.mig_uuid != old.mig_uuid
+    assert [gi.mig_uuid for gi in nvml.instances(0)] == [new.mig_uuid]
+
+
+def test_a_gpu_instance_held_by_another_client_is_left_whole(
+    gpu_dir: Path, nvml: NvmlBackend
+) -> None:
+    """GI destroy answers IN_USE after its CIs are gone: the slice must stay a device."""
+    made = nvml.create_instance(0, pid("2g.20gb"), 0)
+    simgpu.hold_gpu_instance(gpu_dir, 0, made.id)
+    with pytest.raises(InUse):
+        nvml.destroy_instance(0, made.id)
+    (after,) = nvml.instances(0)
+    assert after.compute_instances == 1 and after.mig_uuid is not None
+    simgpu.hold_gpu_instance(gpu_dir, 0, made.id, held=False)
+    nvml.destroy_instance(0, made.id)
+    assert nvml.instances(0) == []
+
+
+def test_no_compute_profile_is_an_nvml_error_and_leaves_no_gpu_instance(
+    gpu_dir: Path, nvml: NvmlBackend
+) -> None:
+    simgpu.inject_fault(gpu_dir, "nvmlGpuInstanceGetComputeInstanceProfileInfoV", code=3, times=-1)
+    with pytest.raises(NvmlError):
+        nvml.create_instance(0, pid("1g.10gb"), 0)
+    simgpu.clear_faults(gpu_dir)
+    assert nvml.instances(0) == []
+
+
+def test_a_driver_reload_makes_the_agent_reopen_nvml(gpu_dir: Path) -> None:
+    nvml = LazyNvml(lambda: open_simulated(gpu_dir))
+    assert len(nvml.gpus()) == 2
+    simgpu.reload_driver(gpu_dir)  # the open session now answers GPU_IS_LOST
+    with pytest.raises(NvmlError):
+        nvml.gpus()
+    assert len(nvml.gpus()) == 2  # the next call opened a new session
+    nvml.close()
+
+
+def test_profiles_past_an_old_bindings_count_are_found(
+    nvml: NvmlBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older nvidia-ml-py knows fewer profile indexes than the driver enumerates."""
+    monkeypatch.setattr(pynvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 9)
+    assert "1g.20gb" in {p.name for p in nvml.profile_table(0).profiles}  # index 9
+
+
+def test_a_pending_mig_mode_change_is_not_mig_mode(gpu_dir: Path, nvml: NvmlBackend) -> None:
+    """MIG on now but off after the next reset: the agent must not lay the GPU out."""
+    simgpu.set_mig_mode(gpu_dir, 1, current=True, pending=False)
+    assert [g.mig_enabled for g in nvml.gpus()] == [True, False]

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from support.waiting import wait_for
 
-from jupyter_mig.nvml.sim import SimNvml, init_state, read_devices
+from jupyter_mig.nvml import open_simulated
+from jupyter_mig.nvml.simgpu import init_state, read_devices
 from jupyter_mig.simnode.devices import node_capacity, read_device_table
 from jupyter_mig.simnode.node import ALLOCATIONS_FILE, NodeConfig, reboot_state
 from jupyter_mig.simnode.pods import (
@@ -152,7 +153,7 @@ def test_records_round_trip_through_json() -> None:
 
 def test_device_table_and_capacity_follow_nvml(tmp_path: Path) -> None:
     init_state(tmp_path, "A100-80GB", gpus=2)
-    nvml = SimNvml(tmp_path)
+    nvml = open_simulated(tmp_path)
     a = nvml.create_instance(0, 19, 0)
     b = nvml.create_instance(1, 19, 3)
     big = nvml.create_instance(1, 9, 4)
@@ -248,7 +249,8 @@ def test_processes_report_exit_codes(tmp_path: Path) -> None:
 
 def test_reboot_kills_containers_and_forgets_everything(tmp_path: Path) -> None:
     init_state(tmp_path, "A30-24GB", gpus=1)
-    made = SimNvml(tmp_path).create_instance(0, 14, 0)
+    with open_simulated(tmp_path) as nvml:
+        made = nvml.create_instance(0, 14, 0)
     processes = Processes()
     pid, start = processes.start(
         [sys.executable, "-c", "import time; time.sleep(60)"],
