@@ -35,11 +35,15 @@ from jupyter_mig.api.slices import (
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.notebook.config import JupyterMig
 from jupyter_mig.notebook.current import current_slice
-from jupyter_mig.notebook.restart import HubRestartClient, RestartServiceError
+from jupyter_mig.notebook.restart import (
+    MAX_TIMEOUT,
+    NOT_RESTARTABLE,
+    HubRestartClient,
+    RestartServiceError,
+)
 
 NAMESPACE = "jupyter-mig"
 SETTINGS_KEY = "jupyter_mig"
-MAX_TIMEOUT = 3600.0
 #: ``POST slice``: the fields and their JSON types.
 SLICE_FIELDS = {
     "size": Field("string", example="10gb"),
@@ -196,12 +200,7 @@ class SliceHandler(_Handler):
             raise _error(400, f"timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
         client = self.state.restart_client()
         if client is None:
-            raise _error(
-                409,
-                "this server cannot restart itself with another slice: it was not started by a "
-                "JupyterHub configured for jupyter-mig (no JUPYTERHUB_API_TOKEN or "
-                "JUPYTER_MIG_SERVICE_URL)",
-            )
+            raise _error(409, NOT_RESTARTABLE)
         try:
             record = await client.restart(size, float(timeout))
         except RestartServiceError as err:
