@@ -102,6 +102,10 @@ def measure(
     }
 
 
+#: The largest cluster measured (a round of 100k nodes already takes minutes and GiBs).
+MAX_NODES = 100_000
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["planner"], help="what to benchmark")
     parser.add_argument(
@@ -124,6 +128,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--nodes and --gpus-per-node must be >= 1, --pods-per-node >= 0")
     if args.repeat < 1:
         raise UserError("--repeat must be >= 1")
+    if max(sizes) > MAX_NODES or args.gpus_per_node > 64 or args.pods_per_node > 1000:
+        raise UserError(
+            f"--nodes at most {MAX_NODES}, --gpus-per-node at most 64 and --pods-per-node at "
+            "most 1000 (memory)"
+        )
     json_path = output_path(args.json, "--json")
     results = []
     print(

@@ -160,3 +160,27 @@ def test_a_bad_argument_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("jupyter-mig controller: error: argument --lease-duration")
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["bench", "planner", "--nodes", "10000000"], "--nodes at most 100000"),
+        (
+            [
+                *("sim-node", "--kubeconfig", "k", "--name", "n", "--gpu", "A100-80GB"),
+                *("--state", "s", "--gpus", "100000"),
+            ],
+            "--gpus must be 1 to 64",
+        ),
+        (["hub-service", "--grace", "-1"], "--grace -1: expected 0 to 60 seconds"),
+        (["hub-service", "--listen", "0.0.0.0:99999"], "cannot read a port"),
+    ],
+)
+def test_sizes_that_would_exhaust_memory_or_make_no_sense_are_refused_first(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_MIG_HUB_SETTINGS", '{"controller_url": "http://c"}')
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err, err
