@@ -5,6 +5,8 @@ A simulated A100-80GB node (with the real agent) runs them as local processes
 (``jupyter-mig.io/sim-exec``), the real controller carves the slice each pod asks for, and the
 server extension in the pod answers for its slice.  Then the server asks for another size and
 the hub's restart service replaces the pod, with the stages read from the pod's real Events.
+The jupyter-mig part of the hub's configuration is the documented Zero to JupyterHub values
+(hub_values), the PriorityClass they ask for included, on both JupyterHub lines.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ import pytest
 pytest.importorskip("kubespawner")
 kubernetes = pytest.importorskip("kubernetes")
 
-from test_hub_restart import ADMIN_TOKEN, call, free_port, wait_for  # noqa: E402
+from hub_values import PRIORITY_CLASS, default_priority, hub_config, load_values  # noqa: E402
+from test_hub_restart import (  # noqa: E402
+    ADMIN_TOKEN,
+    HUB_LINES,
+    call,
+    free_port,
+    hub_python,
+    wait_for,
+)
 
 from jupyter_mig.api import constants as c  # noqa: E402
 from jupyter_mig.api.crd import crd_manifests  # noqa: E402
@@ -42,8 +52,6 @@ HUB_CONFIG = """
 import sys
 
 from jupyterhub.proxy import Proxy
-
-from jupyter_mig.hub import SliceSettings, configure_hub
 
 
 class RouteTableProxy(Proxy):
@@ -96,16 +104,6 @@ c.KubeSpawner.environment = {{
 c.KubeSpawner.start_timeout = 150
 c.KubeSpawner.http_timeout = 60
 c.KubeSpawner.delete_grace_period = 1
-
-configure_hub(
-    c,
-    SliceSettings(
-        controller_url="http://127.0.0.1:{controller_port}",
-        service_url="http://127.0.0.1:{service_port}",
-        capacity_ttl=0,
-        restart_timeout=150,
-    ),
-)
 """
 
 
@@ -129,6 +127,7 @@ class Stack:
         self.suffix = uuid.uuid4().hex[:6]
         self.node = f"hub-sim-{self.suffix}"
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.priority: int | None = None
         self.api = kubernetes.client.CoreV1Api(cluster.api_client())
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
@@ -192,8 +191,32 @@ def crds(cluster: DevCluster) -> None:
         wait_for("the MigNode CRD to be established", established, 60)
 
 
-@pytest.fixture
-def stack(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[Stack]:
+def ensure_priority_class(cluster: DevCluster, value: int) -> None:
+    """The PriorityClass the chart creates for user pods when the values enable pod priority."""
+    with cluster.api_client() as api:
+        body = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": PRIORITY_CLASS},
+            "value": value,
+            "globalDefault": False,
+        }
+        try:
+            kubernetes.client.SchedulingV1Api(api).create_priority_class(body)
+        except kubernetes.client.ApiException as err:
+            if err.status != 409:
+                raise
+
+
+@pytest.fixture(params=sorted(HUB_LINES))
+def stack(
+    request: pytest.FixtureRequest,
+    cluster: DevCluster,
+    crds: None,
+    namespace: str,
+    tmp_path: Path,
+) -> Iterator[Stack]:
+    python = hub_python(request.param)
     s = Stack(cluster, namespace, tmp_path)
     kubeconfig = str(cluster.kubeconfig)
     state = Path(tempfile.mkdtemp(prefix="jm-hub-"))  # short: unix socket path limit
@@ -232,6 +255,18 @@ def stack(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> It
             json.dumps({"ServerApp": {"jpserver_extensions": {"jupyter_mig": True}}})
         )
         hub_port, service_port = free_port(), free_port()
+        values = load_values(
+            controllerUrl=f"http://127.0.0.1:{controller_port}",
+            serviceUrl=f"http://127.0.0.1:{service_port}",
+            serverServiceUrl="",
+            listen=f"127.0.0.1:{service_port}",
+            restartTimeout=150,
+            capacityTtl=0,
+        )
+        priority = default_priority(values)
+        if priority is not None:
+            ensure_priority_class(cluster, priority)
+        s.priority = priority
         config = tmp_path / "jupyterhub_config.py"
         config.write_text(
             HUB_CONFIG.format(
@@ -241,14 +276,13 @@ def stack(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> It
                 admin_token=ADMIN_TOKEN,
                 namespace=namespace,
                 suffix=s.suffix,
-                controller_port=controller_port,
-                service_port=service_port,
             )
+            + hub_config(values, tmp_path)
         )
         s.hub_api = f"http://127.0.0.1:{hub_port}/hub/api"
         s.spawn(
             "hub",
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            [str(python), "-m", "jupyterhub", "-f", str(config)],
             env={"KUBECONFIG": kubeconfig},
         )
         wait_for("the hub", lambda: call(s.hub_api + "/", None)[0] == 200, 90)
@@ -295,6 +329,9 @@ def test_a_kube_spawned_server_gets_its_slice_and_changes_it(stack: Stack) -> No
     assert pod.metadata.annotations[c.INTERACTIVE_ANNOTATION] == "true"
     assert pod.metadata.labels["component"] == "singleuser-server"
     assert pod.spec.node_name == s.node
+    # The documented pod priority: above batch pods, so the scheduler agrees with the planner.
+    assert s.priority is not None and s.priority > 0
+    assert pod.spec.priority_class_name == PRIORITY_CLASS and pod.spec.priority == s.priority
     term = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
     [expression] = term.node_selector_terms[0].match_expressions
     assert expression.key == c.GPU_PRODUCT_LABEL and "NVIDIA-A100-SXM4-80GB" in expression.values

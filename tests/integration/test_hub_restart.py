@@ -5,7 +5,10 @@ spawns ``jupyterhub.singleuser`` servers with the jupyter-mig server extension, 
 ``apply_user_options`` hook; a LocalProcessSpawner subclass records every start's user_options.
 Only two things stand in for Kubernetes: the spawner (local processes, no pods) and the proxy
 (a route table: the test talks to servers at the addresses the hub registered).  The capacity
-API is the controller's own HTTP server with a fixed capacity.
+API is the controller's own HTTP server with a fixed capacity.  The jupyter-mig part of the hub's
+configuration is the documented Zero to JupyterHub values (hub_values), and every test runs on
+both JupyterHub lines: the one in this environment (6.x) and 5.4 (Zero to JupyterHub 4.x), from
+``.venv-hub5`` (scripts/setup.sh).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pytest
 
 pytest.importorskip("jupyterhub")
 pytest.importorskip("jupyter_server")
+from hub_values import hub_config, load_values
 from prometheus_client import CollectorRegistry
 
 from jupyter_mig.controller.capacity import capacity, render_capacity
@@ -47,8 +51,6 @@ import sys
 
 from jupyterhub.proxy import Proxy
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-
-from jupyter_mig.hub import SliceSettings, configure_hub
 
 RECORD = {record!r}
 
@@ -113,16 +115,20 @@ c.Spawner.args = ["--allow-root"]  # harmless as another user; needed where test
 c.Spawner.environment = {{"JUPYTER_CONFIG_DIR": "{tmp}/jupyter-config"}}
 c.Spawner.start_timeout = 60
 c.SimpleLocalProcessSpawner.home_dir_template = "{tmp}/home/{{username}}"
-
-configure_hub(
-    c,
-    SliceSettings(
-        controller_url={controller_url!r},
-        service_url="http://127.0.0.1:{service_port}",
-        restart_timeout=60,
-    ),
-)
 """
+
+REPO = Path(__file__).resolve().parents[2]
+#: The Python of each JupyterHub line the hub tests run on.
+HUB_LINES = {"hub6": Path(sys.executable), "hub5": REPO / ".venv-hub5" / "bin" / "python"}
+#: A size the documented values allow but this test's spawner never brings up.
+UNSTARTABLE = "20gb"
+
+
+def hub_python(line: str) -> Path:
+    python = HUB_LINES[line]
+    if not python.exists():
+        pytest.skip(f"no {python}: scripts/setup.sh installs the JupyterHub 5.4 line there")
+    return python
 
 
 def free_port() -> int:
@@ -222,8 +228,11 @@ def stop_process(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, controller_url: str) -> Iterator[Hub]:
+@pytest.fixture(scope="module", params=sorted(HUB_LINES))
+def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, controller_url: str
+) -> Iterator[Hub]:
+    python = hub_python(request.param)
     tmp = tmp_path_factory.mktemp("hub")
     (tmp / "jupyter-config").mkdir()
     (tmp / "jupyter-config" / "jupyter_server_config.json").write_text(
@@ -231,21 +240,27 @@ def hub(tmp_path_factory: pytest.TempPathFactory, controller_url: str) -> Iterat
     )
     hub_port, service_port = free_port(), free_port()
     config = tmp / "jupyterhub_config.py"
+    values = load_values(
+        controllerUrl=controller_url,
+        serviceUrl=f"http://127.0.0.1:{service_port}",
+        serverServiceUrl="",
+        listen=f"127.0.0.1:{service_port}",
+        restartTimeout=60,
+    )
     config.write_text(
         HUB_CONFIG.format(
             record=str(tmp / "starts.jsonl"),
-            unstartable="80gb",
+            unstartable=UNSTARTABLE,
             public_port=free_port(),
             hub_port=hub_port,
             tmp=tmp,
             admin_token=ADMIN_TOKEN,
-            controller_url=controller_url,
-            service_port=service_port,
         )
+        + hub_config(values, tmp)
     )
     log = (tmp / "hub.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+        [str(python), "-m", "jupyterhub", "-f", str(config)],
         cwd=tmp,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -312,6 +327,11 @@ def test_a_server_restarts_itself_with_a_new_slice_through_the_hub(hub: Hub) -> 
         server + "jupyter-mig/api/slice", alice, "POST", {"size": "500gb", "saved": True}
     )
     assert status == 400 and "sizes you can ask for" in doc["message"]
+    # The documented cap (maxSize 20gb, for users outside the gpu-power group).
+    status, doc = call(
+        server + "jupyter-mig/api/slice", alice, "POST", {"size": "40gb", "saved": True}
+    )
+    assert status == 403 and "above your maximum of 20gb" in doc["message"], doc
     status, doc = call(server + "jupyter-mig/api/slice", alice, "POST", {"size": "10gb"})
     assert status == 409
     assert hub.ready("alice")
@@ -359,12 +379,14 @@ def test_a_server_that_never_comes_up_is_rolled_back_to_the_previous_slice(hub: 
         server + "jupyter-mig/api/slice",
         carol,
         "POST",
-        {"size": "80gb", "saved": True, "timeout": 60},
+        {"size": UNSTARTABLE, "saved": True, "timeout": 60},
     )
     assert status == 202, doc
     start = restarted(hub, "carol", starts)
     assert start["user_options"]["gpu_slice"] == "none"  # the previous options, again
-    assert any(r.get("failed") and r["user_options"]["gpu_slice"] == "80gb" for r in hub.records())
+    assert any(
+        r.get("failed") and r["user_options"]["gpu_slice"] == UNSTARTABLE for r in hub.records()
+    )
     server = hub.server_url("carol")
     carol = hub.token("carol")
     status, progress = wait_for(
