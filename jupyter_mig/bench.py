@@ -27,6 +27,7 @@ from jupyter_mig.mig.planner import (
     plan_round,
 )
 from jupyter_mig.mig.sizes import parse_size
+from jupyter_mig.output import output_path, write_atomic
 
 # Pending-pod size mix (fraction of pods): mostly small notebook/inference slices.
 SIZE_MIX = (
@@ -101,16 +102,22 @@ def measure(
     }
 
 
+#: The largest cluster measured (a round of 100k nodes already takes minutes and GiBs).
+MAX_NODES = 100_000
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["planner"], help="what to benchmark")
     parser.add_argument(
         "--nodes", type=int, action="append", help="cluster sizes (default: 100, 1000, 5000)"
     )
-    parser.add_argument("--gpus-per-node", type=int, default=8)
-    parser.add_argument("--pods-per-node", type=int, default=10)
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs on each node")
+    parser.add_argument(
+        "--pods-per-node", type=int, default=10, help="pending pods per node in each round"
+    )
     parser.add_argument("--gpu", default="A100-80GB", help="GPU model")
     parser.add_argument("--repeat", type=int, default=5, help="rounds per size (median reported)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the generated cluster")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -121,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--nodes and --gpus-per-node must be >= 1, --pods-per-node >= 0")
     if args.repeat < 1:
         raise UserError("--repeat must be >= 1")
+    if max(sizes) > MAX_NODES or args.gpus_per_node > 64 or args.pods_per_node > 1000:
+        raise UserError(
+            f"--nodes at most {MAX_NODES}, --gpus-per-node at most 64 and --pods-per-node at "
+            "most 1000 (memory)"
+        )
+    json_path = output_path(args.json, "--json")
     results = []
     print(
         f"{'nodes':>6} {'GPUs':>6} {'pending':>8} {'median s':>9} {'min s':>7} {'placed':>7} "
@@ -134,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
             f"{row['min_s']:>7.3f} {row['placed']:>7} {row['creates']:>7} {row['destroys']:>7}"
         )
         sys.stdout.flush()
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+    if json_path is not None:
+        write_atomic(json_path, (json.dumps(results, indent=2) + "\n").encode())
     return 0

@@ -343,7 +343,10 @@ class CapacityClient:
     async def get(self) -> Capacity:
         if not self.controller_url:
             raise CapacityError(
-                "no controller URL is configured (set JUPYTER_MIG_CONTROLLER_URL)", True
+                "GPU slices are not set up here: no jupyter-mig controller address is configured; "
+                "ask your admin to set c.JupyterMig.controller_url (or JUPYTER_MIG_CONTROLLER_URL "
+                "in this server's environment)",
+                True,
             )
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < self.ttl:

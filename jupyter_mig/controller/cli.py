@@ -124,13 +124,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run several replicas; only the holder of the Lease plans",
     )
-    election.add_argument("--lease-name", default="jupyter-mig-controller")
+    election.add_argument(
+        "--lease-name",
+        default="jupyter-mig-controller",
+        help="the coordination.k8s.io Lease the replicas compete for",
+    )
     election.add_argument(
         "--lease-namespace",
         default=None,
         help="default: $POD_NAMESPACE, else the service account's namespace, else default",
     )
-    election.add_argument("--lease-duration", type=duration, default=15.0, metavar="DURATION")
+    election.add_argument(
+        "--lease-duration",
+        type=duration,
+        default=15.0,
+        metavar="DURATION",
+        help="how long a Lease holds without renewal before another replica takes over "
+        "(default 15s)",
+    )
     election.add_argument(
         "--renew-deadline",
         type=duration,
@@ -138,12 +149,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="the leader stops planning when it could not renew for this long (default 10s)",
     )
-    election.add_argument("--retry-period", type=duration, default=2.0, metavar="DURATION")
+    election.add_argument(
+        "--retry-period",
+        type=duration,
+        default=2.0,
+        metavar="DURATION",
+        help="how often replicas try to acquire or renew the Lease (default 2s)",
+    )
     election.add_argument(
         "--identity", default=None, help="this replica's name in the Lease (default: host + id)"
     )
     parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="least severe log messages shown",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from jupyter_mig.devcluster.control_plane import (
     up,
 )
 from jupyter_mig.errors import UserError
+
+#: A Go duration as kube-controller-manager reads it (checked before anything is built).
+_GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
     if action == "up":
         if args.port is not None and not 1 <= args.port <= 65535:
             raise UserError(f"--port {args.port} is not a TCP port (1-65535)")
+        if not args.timeout > 0:
+            raise UserError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
+        if not _GO_DURATION.match(args.node_grace):
+            raise UserError(
+                f"--node-grace {args.node_grace!r}: expected a duration such as 40s, 5m or 1h"
+            )
         cluster = up(args.dir, port=args.port, timeout=args.timeout, node_grace=args.node_grace)
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         return 0

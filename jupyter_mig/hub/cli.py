@@ -42,7 +42,7 @@ def _listen_address(listen: str | None) -> tuple[str, int]:
     else:
         parts = urlsplit(_env("JUPYTERHUB_SERVICE_URL"))
         host, port = parts.hostname or "127.0.0.1", str(parts.port or 80)
-    if not port.isdigit():
+    if not port.isdigit() or not 0 < int(port) <= 65535:
         raise UserError(f"cannot read a port in {listen!r}; use HOST:PORT, e.g. 0.0.0.0:10101")
     return host or "0.0.0.0", int(port)
 
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from jupyter_mig.hub.service import SERVER_LIMITS, HubApi, Restarter, make_app
     from jupyter_mig.hub.settings import SETTINGS_ENV, SliceSettings
 
+    if not 0 <= args.grace <= 60:
+        raise UserError(f"--grace {args.grace:g}: expected 0 to 60 seconds")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         settings = SliceSettings.from_json(_env(SETTINGS_ENV))

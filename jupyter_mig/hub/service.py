@@ -42,6 +42,7 @@ from tornado import web
 from tornado.http1connection import HTTP1Connection
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from jupyter_mig.api.body import BadBody, Field, parse_body
 from jupyter_mig.api.slices import (
     CapacityClient,
     CapacityError,
@@ -81,6 +82,12 @@ SERVER_LIMITS: dict[str, Any] = {
     "max_buffer_size": 4 * MAX_BODY,
     "body_timeout": 10.0,
     "idle_connection_timeout": 30.0,
+}
+#: ``POST api/restart``: the fields and their JSON types.
+RESTART_FIELDS = {
+    "server_name": Field("string"),
+    OPTION: Field("string", nullable=True, example="10gb"),
+    "timeout": Field("number"),
 }
 
 
@@ -547,18 +554,14 @@ class _ApiHandler(web.RequestHandler):
 class RestartHandler(_ApiHandler):
     async def post(self) -> None:
         try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise self.fail(400, "the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise self.fail(400, "the body must be a JSON object")
+            body = parse_body(self.request.body, RESTART_FIELDS)
+        except BadBody as err:
+            raise self.fail(err.status, str(err)) from None
         server = self.server_name(body.get("server_name", ""))
         size = body.get(OPTION)
-        if size is not None and (not isinstance(size, str) or not size.strip()):
+        if size is not None and not size.strip():
             raise self.fail(400, f"{OPTION} must be a size such as 10gb, or null for no GPU")
         timeout = body.get("timeout", self.restarter.settings.restart_timeout)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise self.fail(400, "timeout must be a number of seconds")
         if not 0 < timeout <= MAX_TIMEOUT:
             raise self.fail(400, f"timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
         try:
@@ -580,6 +583,15 @@ class RestartHandler(_ApiHandler):
         self.finish(json.dumps(restart.to_json()))
 
 
+class NotFoundHandler(web.RequestHandler):
+    """Any other path: a JSON 404, like the API's own errors."""
+
+    def prepare(self) -> None:
+        self.set_status(404)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": f"no such endpoint: {self.request.path}"}))
+
+
 class HealthHandler(web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -593,5 +605,6 @@ def make_app(prefix: str, restarter: Restarter, auth: Any) -> web.Application:
         [
             (f"{prefix}api/restart", RestartHandler, args),
             (f"{prefix}api/health", HealthHandler),
-        ]
+        ],
+        default_handler_class=NotFoundHandler,
     )

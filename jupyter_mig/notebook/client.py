@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+_OVERRIDE = "set JUPYTER_MIG_SERVER_URL and JUPYTER_MIG_SERVER_TOKEN to the server's URL and token"
+
 
 class ClientError(Exception):
     """The server could not be found, reached, or refused (``status`` 0 when unreachable)."""
@@ -42,16 +44,16 @@ def find_server(env: Mapping[str, str], runtime_dir: Path | None = None) -> tupl
     pid = env.get("JPY_PARENT_PID", "")
     if not pid.isdigit():
         raise ClientError(
-            "cannot find this kernel's Jupyter server (no JPY_PARENT_PID); "
-            "set JUPYTER_MIG_SERVER_URL and JUPYTER_MIG_SERVER_TOKEN"
+            "cannot find this kernel's Jupyter server (no JPY_PARENT_PID): GPU slices are "
+            "changed from a notebook of a Jupyter server with jupyter-mig; from elsewhere "
+            f"{_OVERRIDE}"
         )
     path = (runtime_dir or _runtime_dir()) / f"jpserver-{pid}.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ClientError(
-            f"cannot read the Jupyter server's runtime file {path} ({err}); "
-            "set JUPYTER_MIG_SERVER_URL and JUPYTER_MIG_SERVER_TOKEN"
+            f"cannot read the Jupyter server's runtime file {path} ({err}); {_OVERRIDE}"
         ) from None
     return _slash(str(info["url"])), str(info.get("token") or "") or hub_token
 

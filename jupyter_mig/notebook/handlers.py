@@ -4,7 +4,9 @@ Every verb is ``@tornado.web.authenticated`` and ``@authorized``; POST and DELET
 jupyter_server's XSRF check (cookie-authenticated browsers send the ``_xsrf`` token, kernels and
 scripts authenticate with a token and need none).  Restarting needs ``saved: true``: only the
 front end knows whether open documents have unsaved changes, so it saves them first and says so;
-the server cannot check this and refuses rather than guess.
+the server cannot check this and refuses rather than guess.  Request bodies are checked field
+by field (:mod:`jupyter_mig.api.body`); every error, an unknown path under the API included, is
+JSON ``{"message": ...}``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from jupyter_mig.api.body import BadBody, Field, parse_body
 from jupyter_mig.api.slices import (
     Capacity,
     CapacityClient,
@@ -32,11 +35,25 @@ from jupyter_mig.api.slices import (
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.notebook.config import JupyterMig
 from jupyter_mig.notebook.current import current_slice
-from jupyter_mig.notebook.restart import HubRestartClient, RestartServiceError
+from jupyter_mig.notebook.restart import (
+    MAX_TIMEOUT,
+    NOT_RESTARTABLE,
+    HubRestartClient,
+    RestartServiceError,
+)
 
 NAMESPACE = "jupyter-mig"
 SETTINGS_KEY = "jupyter_mig"
-MAX_TIMEOUT = 3600.0
+#: ``POST slice``: the fields and their JSON types.
+SLICE_FIELDS = {
+    "size": Field("string", example="10gb"),
+    "dry_run": Field("boolean"),
+    "saved": Field("boolean"),
+    "timeout": Field("number"),
+}
+#: ``DELETE slice``: query parameters (jupyter_server itself reads ``token`` and ``_xsrf``).
+DELETE_PARAMETERS = {"saved", "timeout", "token", "_xsrf"}
+_BOOLEANS = {"true": True, "false": False}
 
 
 @dataclass
@@ -85,6 +102,21 @@ class _Handler(APIHandler):
         self.set_status(status)
         self.finish(json.dumps(data))
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """``{"message": ...}``: the refusal's own words, else the status's standard phrase."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) else None
+        if exc is not None and not isinstance(exc, web.HTTPError):
+            message = "internal error; the server's log has the details"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message or self._reason}))
+
+    def body(self, fields: dict[str, Field]) -> dict[str, Any]:
+        try:
+            return parse_body(self.request.body, fields)
+        except BadBody as err:
+            raise _error(err.status, str(err)) from None
+
 
 class CapacityHandler(_Handler):
     auth_resource = "jupyter_mig:capacity"
@@ -121,11 +153,9 @@ class SliceHandler(_Handler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.get_json_body() or {}
-        if not isinstance(body, dict):
-            raise _error(400, "the body must be a JSON object")
+        body = self.body(SLICE_FIELDS)
         size = body.get("size")
-        if not isinstance(size, str) or not size.strip():
+        if size is None or not size.strip():
             raise _error(
                 400, 'give the size as {"size": "10gb"} (or a profile name such as 1g.10gb)'
             )
@@ -137,15 +167,20 @@ class SliceHandler(_Handler):
             raise _error(400, str(err)) from None
         except SliceRefused as err:
             raise _error(403, str(err)) from None
-        if body.get("dry_run"):
+        if body.get("dry_run", False):
             self.reply({"plan": option.to_json(), "current": current_slice(os.environ)["slice"]})
             return
-        await self.restart(size, bool(body.get("saved")), body.get("timeout"))
+        await self.restart(size, body.get("saved", False), body.get("timeout"))
 
     @web.authenticated
     @authorized
     async def delete(self) -> None:
-        saved = self.get_query_argument("saved", "false").lower() in ("1", "true", "yes")
+        unknown = sorted(set(self.request.query_arguments) - DELETE_PARAMETERS)
+        if unknown:
+            raise _error(400, f"unknown parameter {unknown[0][:40]!r}; use saved and timeout")
+        saved = _BOOLEANS.get(self.get_query_argument("saved", "false"))
+        if saved is None:
+            raise _error(400, "saved must be true or false")
         timeout = self.get_query_argument("timeout", None)
         try:
             seconds = float(timeout) if timeout is not None else None
@@ -153,7 +188,7 @@ class SliceHandler(_Handler):
             raise _error(400, "timeout must be a number of seconds") from None
         await self.restart(None, saved, seconds)
 
-    async def restart(self, size: str | None, saved: bool, timeout: Any) -> None:
+    async def restart(self, size: str | None, saved: bool, timeout: float | None) -> None:
         if not saved:
             raise _error(
                 409,
@@ -162,18 +197,11 @@ class SliceHandler(_Handler):
             )
         if timeout is None:
             timeout = self.state.config.restart_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise _error(400, "timeout must be a number of seconds")
         if not 0 < timeout <= MAX_TIMEOUT:
             raise _error(400, f"timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
         client = self.state.restart_client()
         if client is None:
-            raise _error(
-                409,
-                "this server cannot restart itself with another slice: it was not started by a "
-                "JupyterHub configured for jupyter-mig (no JUPYTERHUB_API_TOKEN or "
-                "JUPYTER_MIG_SERVICE_URL)",
-            )
+            raise _error(409, NOT_RESTARTABLE)
         try:
             record = await client.restart(size, float(timeout))
         except RestartServiceError as err:
@@ -201,10 +229,39 @@ class ProgressHandler(_Handler):
         self.reply(record)
 
 
+class NotFoundHandler(_Handler):
+    """Any other path under the API: a JSON 404 (for a signed-in caller), not an HTML page."""
+
+    def not_found(self) -> None:
+        path = self.request.path
+        raise _error(404, f"no such endpoint: {path}; see docs/notebook.md for the API")
+
+    @web.authenticated
+    def get(self) -> None:
+        self.not_found()
+
+    @web.authenticated
+    def post(self) -> None:
+        self.not_found()
+
+    @web.authenticated
+    def put(self) -> None:
+        self.not_found()
+
+    @web.authenticated
+    def patch(self) -> None:
+        self.not_found()
+
+    @web.authenticated
+    def delete(self) -> None:
+        self.not_found()
+
+
 def handlers(base_url: str) -> list[tuple[str, type[APIHandler]]]:
     api = url_path_join(base_url, NAMESPACE, "api")
     return [
         (url_path_join(api, "capacity"), CapacityHandler),
         (url_path_join(api, "slice"), SliceHandler),
         (url_path_join(api, "slice", "progress"), ProgressHandler),
+        (api + "(?:/.*)?", NotFoundHandler),
     ]

@@ -4,6 +4,7 @@
 in ``ipython_kernel_config.py`` for every kernel)::
 
     %gpu_slice                  the current slice and every size with its availability
+    %gpu_slice --help           these options
     %gpu_slice 10gb             what 10gb would get; a button confirms the restart
     %gpu_slice 1g.10gb --yes    no confirmation
     %gpu_slice --release        back to no GPU
@@ -13,6 +14,7 @@ in ``ipython_kernel_config.py`` for every kernel)::
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,7 @@ from IPython.display import display
 
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.notebook.client import ClientError, ServerClient
+from jupyter_mig.notebook.restart import MAX_TIMEOUT, NOT_RESTARTABLE
 from jupyter_mig.notebook.widget import (
     GpuSlicePicker,
     describe_plan,
@@ -48,7 +51,9 @@ class GpuSliceMagics(Magics):
 
     @magic_arguments.magic_arguments()
     @magic_arguments.argument(
-        "size", nargs="?", help="e.g. 10gb, 10GiB, 2g (compute slices) or a profile like 1g.10gb"
+        "size",
+        nargs="*",
+        help="e.g. 10gb, 10 gb, 10GiB, 2g (compute slices) or a profile like 1g.10gb",
     )
     @magic_arguments.argument("--yes", "-y", action="store_true", help="restart without asking")
     @magic_arguments.argument("--release", action="store_true", help="go back to no GPU")
@@ -61,30 +66,43 @@ class GpuSliceMagics(Magics):
         "--timeout",
         type=float,
         default=600.0,
-        help="seconds the hub waits for the new server before going back to the current slice",
+        help="seconds the hub waits for the new server before going back to the current slice "
+        f"(default 600, at most {MAX_TIMEOUT:g})",
     )
+    @magic_arguments.argument("--help", "-h", action="store_true", help="show this help")
     @line_magic
     def gpu_slice(self, line: str) -> Any:
         """Show or change this server's GPU slice (the server restarts for a change)."""
-        args = magic_arguments.parse_argstring(self.gpu_slice, line)
-        if args.release and args.size:
+        try:
+            args = magic_arguments.parse_argstring(self.gpu_slice, line)
+        except UsageError as err:
+            raise UsageError(f"{err} (see %gpu_slice --help)") from None
+        if args.help:
+            print(self.gpu_slice.parser.format_help())
+            return None
+        size = " ".join(args.size).strip() or None
+        if args.release and size:
             raise UsageError("give a size or --release, not both")
-        if args.timeout <= 0:
-            raise UsageError("--timeout must be a positive number of seconds")
-        if args.size:
+        if not 0 < args.timeout <= MAX_TIMEOUT:
+            raise UsageError(
+                f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT:g}"
+            )
+        if size:
             try:
-                parse_size(args.size)
+                parse_size(size)
             except SizeError as err:
                 raise UsageError(str(err)) from None
         client = self._client()
-        if not args.size and not args.release:
+        if not size and not args.release:
             try:
                 display(GpuSlicePicker(client, timeout=args.timeout))
             except ClientError as err:
                 raise UsageError(str(err)) from None
             return None
-        size = None if args.release else args.size
         try:
+            current = client.current()
+            if size is None and not current.get("slice"):
+                raise UsageError("this server has no GPU slice, so there is nothing to release")
             summary = (
                 "Release the GPU slice (no GPU after the restart)."
                 if size is None
@@ -92,6 +110,9 @@ class GpuSliceMagics(Magics):
             )
         except ClientError as err:
             raise UsageError(str(err)) from None
+        if not current.get("restartable", False):
+            # Say what the size would get, but offer no restart that can only fail.
+            raise UsageError(f"{summary} But {NOT_RESTARTABLE}")
         notice = "The server restarts: open notebooks are saved first; kernels lose their state."
 
         def change() -> dict[str, Any]:
@@ -104,35 +125,58 @@ class GpuSliceMagics(Magics):
             print(summary)
             display(change(), raw=True)
         else:
-            display(confirmation(summary, notice, change))
+            what = "--release" if size is None else size
+            display(Confirmation(summary, notice, change, f"%gpu_slice {what} --yes"))
         return None
 
 
-def confirmation(
-    summary: str, notice: str, on_confirm: Callable[[], dict[str, Any]]
-) -> widgets.VBox:
-    """The summary, a notice and two buttons; confirming shows what ``on_confirm`` returns."""
-    yes = widgets.Button(description="Restart with it", button_style="warning", icon="refresh")
-    no = widgets.Button(description="Cancel")
-    output = widgets.Output()
+class Confirmation(widgets.VBox):  # type: ignore[misc]
+    """The summary, a notice and two buttons; confirming shows what ``on_confirm`` returns.
 
-    def confirm(_: Any) -> None:
-        yes.disabled = no.disabled = True
-        try:
-            bundle = on_confirm()
-        except UsageError as err:
-            bundle = {"text/plain": f"UsageError: {err}"}
-        output.outputs = (display_data(bundle),)
+    Where widgets cannot be shown (terminal IPython) it reads as text with the command that
+    does the same without a button.
+    """
 
-    def cancel(_: Any) -> None:
-        yes.disabled = no.disabled = True
-        output.outputs = (display_data({"text/plain": "Cancelled: nothing changed."}),)
+    def __init__(
+        self,
+        summary: str,
+        notice: str,
+        on_confirm: Callable[[], dict[str, Any]],
+        command: str = "",
+    ) -> None:
+        self._text = "\n".join(
+            [summary, notice] + ([f"To go ahead, run:  {command}"] if command else [])
+        )
+        yes = widgets.Button(description="Restart with it", button_style="warning", icon="refresh")
+        no = widgets.Button(description="Cancel")
+        output = widgets.Output()
 
-    yes.on_click(confirm)
-    no.on_click(cancel)
-    return widgets.VBox(
-        [widgets.HTML(f"<b>{summary}</b><br>{notice}"), widgets.HBox([yes, no]), output]
-    )
+        def confirm(_: Any) -> None:
+            yes.disabled = no.disabled = True
+            try:
+                bundle = on_confirm()
+            except UsageError as err:
+                bundle = {"text/plain": f"UsageError: {err}"}
+            output.outputs = (display_data(bundle),)
+
+        def cancel(_: Any) -> None:
+            yes.disabled = no.disabled = True
+            output.outputs = (display_data({"text/plain": "Cancelled: nothing changed."}),)
+
+        yes.on_click(confirm)
+        no.on_click(cancel)
+        super().__init__(
+            [
+                widgets.HTML(f"<b>{html.escape(summary)}</b><br>{html.escape(notice)}"),
+                widgets.HBox([yes, no]),
+                output,
+            ]
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle: dict[str, Any] = super()._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = self._text
+        return bundle
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.models import ModelError, get_model
+from jupyter_mig.output import output_path, write_atomic
 
 DEFAULT_POLICIES = ("dynamic", "nos-greedy", "static:all-1g", "static:balanced", "static:all-3g")
+#: Plot formats by file suffix (matplotlib writes each without extra packages).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+#: Bounds that keep one run within a workstation's memory (the openb trace is ~1 MiB, 8k pods).
+MAX_TRACE_CHARS = 256 * 2**20
+MAX_PODS = 1_000_000
+MAX_NODES = 100_000
+MAX_GPUS_PER_NODE = 64
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,10 +85,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="policy to run (repeatable; default: all of " + ", ".join(DEFAULT_POLICIES) + ")",
     )
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    parser.add_argument("--plot", metavar="FILE.png", help="plot utilization and pending pods")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="plot utilization and pending pods; the suffix names the format: "
+        + ", ".join(PLOT_SUFFIXES),
+    )
 
 
-def _number(value: object, flag: str, *, minimum: float, integer: bool = False) -> float:
+def _number(
+    value: object,
+    flag: str,
+    *,
+    minimum: float,
+    integer: bool = False,
+    maximum: float = float("inf"),
+) -> float:
     text = str(value).strip()
     try:
         number = float(int(text)) if integer else float(text)
@@ -90,30 +109,21 @@ def _number(value: object, flag: str, *, minimum: float, integer: bool = False) 
         raise UserError(f"{flag}: expected {kind}, got {text!r}") from None
     if not number >= minimum or number == float("inf"):
         raise UserError(f"{flag}: must be at least {minimum:g}, got {text}")
+    if number > maximum:
+        raise UserError(f"{flag}: at most {maximum:g} (memory), got {text}")
     return number
 
 
-def _output(path: str | None, flag: str) -> Path | None:
-    """Check up front that an output file can be written, so a long run does not fail at the end."""
-    if path is None:
-        return None
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f"{flag} {path}: is a directory; give a file name")
-    if not target.parent.resolve().is_dir():
-        raise UserError(f"{flag} {path}: directory {target.parent} does not exist")
-    return target
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent.resolve(), prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {target}: {err.strerror}") from None
+def _bounded(lines: Iterable[str], source: str, limit: int = MAX_TRACE_CHARS) -> Iterator[str]:
+    """The lines of a trace; refuses one over ``limit`` characters before memory runs out."""
+    total = 0
+    for line in lines:
+        total += len(line)
+        if total > limit:
+            raise UserError(
+                f"--pods {source}: larger than {limit // 2**20} MiB; give a shorter trace"
+            )
+        yield line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     from jupyter_mig.sim.engine import Batching, ClusterSpec, Timing, simulate
     from jupyter_mig.sim.policies import make_policy
-    from jupyter_mig.sim.report import plot_png, results_json, table
+    from jupyter_mig.sim.report import plot, results_json, table
     from jupyter_mig.sim.workload import openb, parse_openb, synthetic
 
     try:
@@ -130,8 +140,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--gpu: {err}") from None
     cluster = ClusterSpec(
         model,
-        int(_number(args.nodes, "--nodes", minimum=1, integer=True)),
-        int(_number(args.gpus_per_node, "--gpus-per-node", minimum=1, integer=True)),
+        int(_number(args.nodes, "--nodes", minimum=1, integer=True, maximum=MAX_NODES)),
+        int(
+            _number(
+                args.gpus_per_node,
+                "--gpus-per-node",
+                minimum=1,
+                integer=True,
+                maximum=MAX_GPUS_PER_NODE,
+            )
+        ),
     )
     load = _number(args.load, "--load", minimum=1e-6)
     seed = int(_number(args.seed, "--seed", minimum=0, integer=True))
@@ -147,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
         make_policy(spec, model, batching, seed, args.dynamic_start == "whole")
         for spec in args.policy or DEFAULT_POLICIES
     ]
-    json_path = _output(args.json, "--json")
-    plot_path = _output(args.plot, "--plot")
+    json_path = output_path(args.json, "--json")
+    plot_path = output_path(args.plot, "--plot", PLOT_SUFFIXES)
 
     if args.pods is not None:
         time_scale = None
@@ -156,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
             time_scale = _number(args.time_scale, "--time-scale", minimum=1e-9)
         try:
             with open(args.pods, encoding="utf-8", newline="") as handle:
-                rows = parse_openb(handle, args.pods)
+                rows = parse_openb(_bounded(handle, args.pods), args.pods)
         except OSError as err:
             raise UserError(f"--pods {args.pods}: cannot read: {err.strerror}") from None
         except UnicodeDecodeError:
@@ -173,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.time_scale is not None:
             raise UserError("--time-scale: only applies to a trace given with --pods")
-        count = int(_number(args.count, "--count", minimum=1, integer=True))
+        count = int(_number(args.count, "--count", minimum=1, integer=True, maximum=MAX_PODS))
         workload = synthetic(cluster, count, load, seed, max_duration)
 
     header = [
@@ -206,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         title = f"{cluster.nodes} x {cluster.gpus_per_node} {model.name}; " + (
             Path(args.pods).name if args.pods else "synthetic workload"
         )
-        outputs.append((plot_path, plot_png(results, title)))
+        outputs.append((plot_path, plot(results, title, plot_path.suffix[1:].lower())))
     for target, data in outputs:
-        _write_atomic(target, data)
+        write_atomic(target, data)
     return 0

@@ -60,8 +60,8 @@ def table(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def plot_png(results: Sequence[RunResult], title: str) -> bytes:
-    """Utilization and pending pods over time, one line per policy, as PNG bytes."""
+def plot(results: Sequence[RunResult], title: str, file_format: str = "png") -> bytes:
+    """Utilization and pending pods over time, one line per policy, in ``file_format``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,5 +83,5 @@ def plot_png(results: Sequence[RunResult], title: str) -> bytes:
     pending_ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format=file_format)
     return buffer.getvalue()

@@ -97,13 +97,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="simulate a reboot first: MIG instances and container processes are gone",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning"],
+        help="least severe log messages shown",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     model = MODELS.get(args.gpu)  # ModelError: one line, exit 2
-    if args.gpus < 1 or args.count < 1:
-        raise UserError("--gpus and --count must be at least 1")
+    if not 1 <= args.gpus <= 64 or not 1 <= args.count <= 1000:
+        raise UserError("--gpus must be 1 to 64 and --count 1 to 1000")
     kubeconfig = Path(args.kubeconfig)
     if not kubeconfig.is_file():
         raise UserError(f"--kubeconfig {kubeconfig}: no such file")

@@ -5,6 +5,8 @@ A simulated A100-80GB node (with the real agent) runs them as local processes
 (``jupyter-mig.io/sim-exec``), the real controller carves the slice each pod asks for, and the
 server extension in the pod answers for its slice.  Then the server asks for another size and
 the hub's restart service replaces the pod, with the stages read from the pod's real Events.
+The jupyter-mig part of the hub's configuration is the documented Zero to JupyterHub values
+(support.hub_values), the PriorityClass they ask for included, on both JupyterHub lines.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import pytest
 pytest.importorskip("kubespawner")
 kubernetes = pytest.importorskip("kubernetes")
 
-from support.hub import ADMIN_TOKEN, call, write_hub_config  # noqa: E402
+from support.hub import ADMIN_TOKEN, HUB_LINES, call, hub_files, hub_python, write_hub_config  # noqa: E402
+from support.hub_values import PRIORITY_CLASS, default_priority, load_values  # noqa: E402
 from support.net import free_port  # noqa: E402
 from support.processes import stop_process  # noqa: E402
 from support.waiting import wait_for  # noqa: E402
@@ -59,16 +62,6 @@ c.KubeSpawner.environment = {{
 c.KubeSpawner.start_timeout = 150
 c.KubeSpawner.http_timeout = 60
 c.KubeSpawner.delete_grace_period = 1
-
-configure_hub(
-    c,
-    SliceSettings(
-        controller_url="http://127.0.0.1:{controller_port}",
-        service_url="http://127.0.0.1:{service_port}",
-        capacity_ttl=0,
-        restart_timeout=150,
-    ),
-)
 """
 
 
@@ -82,6 +75,8 @@ class Stack:
         self.suffix = uuid.uuid4().hex[:6]
         self.node = f"hub-sim-{self.suffix}"
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.priority: int | None = None
+        self.line = ""
         self.api = kubernetes.client.CoreV1Api(cluster.api_client())
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
@@ -123,9 +118,34 @@ class Stack:
         self.api.api_client.close()
 
 
-@pytest.fixture
-def stack(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> Iterator[Stack]:
+def ensure_priority_class(cluster: DevCluster, value: int) -> None:
+    """The PriorityClass the chart creates for user pods when the values enable pod priority."""
+    with cluster.api_client() as api:
+        body = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": PRIORITY_CLASS},
+            "value": value,
+            "globalDefault": False,
+        }
+        try:
+            kubernetes.client.SchedulingV1Api(api).create_priority_class(body)
+        except kubernetes.client.ApiException as err:
+            if err.status != 409:
+                raise
+
+
+@pytest.fixture(params=sorted(HUB_LINES))
+def stack(
+    request: pytest.FixtureRequest,
+    cluster: DevCluster,
+    crds: None,
+    namespace: str,
+    tmp_path: Path,
+) -> Iterator[Stack]:
+    python = hub_python(request.param)
     s = Stack(cluster, namespace, tmp_path)
+    s.line = request.param
     kubeconfig = str(cluster.kubeconfig)
     state = Path(tempfile.mkdtemp(prefix="jm-hub-"))  # short: unix socket path limit
     try:
@@ -158,17 +178,24 @@ def stack(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> It
             90,
         )
         (tmp_path / "home").mkdir()
-        files = write_hub_config(
-            tmp_path,
-            SPAWNER_CONFIG,
-            namespace=namespace,
-            suffix=s.suffix,
-            controller_port=controller_port,
+        files = hub_files(tmp_path)
+        values = load_values(
+            controllerUrl=f"http://127.0.0.1:{controller_port}",
+            serviceUrl=f"http://127.0.0.1:{files.service_port}",
+            serverServiceUrl="",
+            listen=f"127.0.0.1:{files.service_port}",
+            restartTimeout=150,
+            capacityTtl=0,
         )
+        priority = default_priority(values)
+        if priority is not None:
+            ensure_priority_class(cluster, priority)
+        s.priority = priority
+        write_hub_config(files, SPAWNER_CONFIG, values, namespace=namespace, suffix=s.suffix)
         s.hub_api = files.api
         s.spawn(
             "hub",
-            [sys.executable, "-m", "jupyterhub", "-f", str(files.config)],
+            [str(python), "-m", "jupyterhub", "-f", str(files.config)],
             env={"KUBECONFIG": kubeconfig},
         )
         wait_for("the hub", lambda: call(s.hub_api + "/", None)[0] == 200, 90)
@@ -206,7 +233,10 @@ def running_pod(s: Stack, resource: str) -> Any:
 def test_a_kube_spawned_server_gets_its_slice_and_changes_it(stack: Stack) -> None:
     s = stack
     assert admin(s, "POST", "users/alice")[0] == 201
-    status, data = admin(s, "POST", "users/alice/server", {"user_options": {"gpu_slice": "10gb"}})
+    options = {"gpu_slice": "10gb"}
+    # The start request's body: user_options itself before JupyterHub 6, wrapped since.
+    body = options if s.line == "hub5" else {"user_options": options}
+    status, data = admin(s, "POST", "users/alice/server", body)
     assert status in (201, 202), data
     wait_for("alice's server on a 1g.10gb slice", lambda: ready(s, "alice"), WAIT_S)
 
@@ -215,6 +245,9 @@ def test_a_kube_spawned_server_gets_its_slice_and_changes_it(stack: Stack) -> No
     assert pod.metadata.annotations[c.INTERACTIVE_ANNOTATION] == "true"
     assert pod.metadata.labels["component"] == "singleuser-server"
     assert pod.spec.node_name == s.node
+    # The documented pod priority: above batch pods, so the scheduler agrees with the planner.
+    assert s.priority is not None and s.priority > 0
+    assert pod.spec.priority_class_name == PRIORITY_CLASS and pod.spec.priority == s.priority
     term = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
     [expression] = term.node_selector_terms[0].match_expressions
     assert expression.key == c.GPU_PRODUCT_LABEL and "NVIDIA-A100-SXM4-80GB" in expression.values

@@ -5,14 +5,16 @@ spawns ``jupyterhub.singleuser`` servers with the jupyter-mig server extension, 
 ``apply_user_options`` hook; a LocalProcessSpawner subclass records every start's user_options.
 Only two things stand in for Kubernetes: the spawner (local processes, no pods) and the proxy
 (a route table: the test talks to servers at the addresses the hub registered).  The capacity
-API is the controller's own HTTP server with a fixed capacity.
+API is the controller's own HTTP server with a fixed capacity.  The jupyter-mig part of the hub's
+configuration is the documented Zero to JupyterHub values (support.hub_values), and every test runs on
+both JupyterHub lines: the one in this environment (6.x) and 5.4 (Zero to JupyterHub 4.x), from
+``.venv-hub5`` (scripts/setup.sh).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +27,8 @@ import pytest
 pytest.importorskip("jupyterhub")
 pytest.importorskip("jupyter_server")
 from prometheus_client import CollectorRegistry
-from support.hub import ADMIN_TOKEN, call, write_hub_config
+from support.hub import ADMIN_TOKEN, HUB_LINES, call, hub_files, hub_python, write_hub_config
+from support.hub_values import load_values
 from support.processes import stop_process, terminate_pid
 from support.waiting import wait_for
 
@@ -70,16 +73,10 @@ c.Spawner.args = ["--allow-root"]  # harmless as another user; needed where test
 c.Spawner.environment = {{"JUPYTER_CONFIG_DIR": "{tmp}/jupyter-config"}}
 c.Spawner.start_timeout = 60
 c.SimpleLocalProcessSpawner.home_dir_template = "{tmp}/home/{{username}}"
-
-configure_hub(
-    c,
-    SliceSettings(
-        controller_url={controller_url!r},
-        service_url="http://127.0.0.1:{service_port}",
-        restart_timeout=60,
-    ),
-)
 """
+
+#: A size the documented values allow but this test's spawner never brings up.
+UNSTARTABLE = "20gb"
 
 
 @dataclass
@@ -138,19 +135,26 @@ def controller_url() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, controller_url: str) -> Iterator[Hub]:
+@pytest.fixture(scope="module", params=sorted(HUB_LINES))
+def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, controller_url: str
+) -> Iterator[Hub]:
+    python = hub_python(request.param)
     tmp = tmp_path_factory.mktemp("hub")
-    files = write_hub_config(
-        tmp,
-        SPAWNER_CONFIG,
-        record=str(tmp / "starts.jsonl"),
-        unstartable="80gb",
-        controller_url=controller_url,
+    files = hub_files(tmp)
+    values = load_values(
+        controllerUrl=controller_url,
+        serviceUrl=f"http://127.0.0.1:{files.service_port}",
+        serverServiceUrl="",
+        listen=f"127.0.0.1:{files.service_port}",
+        restartTimeout=60,
+    )
+    write_hub_config(
+        files, SPAWNER_CONFIG, values, record=str(tmp / "starts.jsonl"), unstartable=UNSTARTABLE
     )
     log = (tmp / "hub.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "jupyterhub", "-f", str(files.config)],
+        [str(python), "-m", "jupyterhub", "-f", str(files.config)],
         cwd=tmp,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -221,6 +225,11 @@ def test_a_server_restarts_itself_with_a_new_slice_through_the_hub(hub: Hub) -> 
         server + "jupyter-mig/api/slice", alice, "POST", {"size": "500gb", "saved": True}
     )
     assert status == 400 and "sizes you can ask for" in doc["message"]
+    # The documented cap (maxSize 20gb, for users outside the gpu-power group).
+    status, doc = call(
+        server + "jupyter-mig/api/slice", alice, "POST", {"size": "40gb", "saved": True}
+    )
+    assert status == 403 and "above your maximum of 20gb" in doc["message"], doc
     status, doc = call(server + "jupyter-mig/api/slice", alice, "POST", {"size": "10gb"})
     assert status == 409
     assert hub.ready("alice")
@@ -268,12 +277,14 @@ def test_a_server_that_never_comes_up_is_rolled_back_to_the_previous_slice(hub: 
         server + "jupyter-mig/api/slice",
         carol,
         "POST",
-        {"size": "80gb", "saved": True, "timeout": 60},
+        {"size": UNSTARTABLE, "saved": True, "timeout": 60},
     )
     assert status == 202, doc
     start = restarted(hub, "carol", starts)
     assert start["user_options"]["gpu_slice"] == "none"  # the previous options, again
-    assert any(r.get("failed") and r["user_options"]["gpu_slice"] == "80gb" for r in hub.records())
+    assert any(
+        r.get("failed") and r["user_options"]["gpu_slice"] == UNSTARTABLE for r in hub.records()
+    )
     server = hub.server_url("carol")
     carol = hub.token("carol")
     status, progress = wait_for(

@@ -1,19 +1,28 @@
 """A real JupyterHub for the hub tests: the configuration both share, and its REST API.
 
 The hub's proxy is a route table (the tests reach servers at the addresses the hub registered);
-each test adds its spawner and the ``configure_hub`` call (``spawner_config``).
+each test adds its spawner (``spawner_config``), and the jupyter-mig part is the documented Zero
+to JupyterHub values (:mod:`support.hub_values`), run on each JupyterHub line the tests cover.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from support.hub_values import hub_config
 from support.net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+#: The Python of each JupyterHub line the hub tests run on.
+HUB_LINES = {"hub6": Path(sys.executable), "hub5": REPO / ".venv-hub5" / "bin" / "python"}
 
 ADMIN_TOKEN = "jupyter-mig-test-admin-token-0123456789"
 
@@ -22,8 +31,6 @@ import json
 import sys
 
 from jupyterhub.proxy import Proxy
-
-from jupyter_mig.hub import SliceSettings, configure_hub
 
 
 class RouteTableProxy(Proxy):
@@ -74,28 +81,42 @@ class HubFiles:
         return f"http://127.0.0.1:{self.hub_port}/hub/api"
 
 
-def write_hub_config(tmp: Path, spawner_config: str, **values: Any) -> HubFiles:
-    """Write ``tmp/jupyterhub_config.py`` (the shared part, then ``spawner_config``) and a
-    ``tmp/jupyter-config`` that enables the jupyter-mig server extension.
+def hub_python(line: str) -> Path:
+    """The Python of a JupyterHub line; the test is skipped where it is not installed."""
+    python = HUB_LINES[line]
+    if not python.exists():
+        pytest.skip(f"no {python}: scripts/setup.sh installs the JupyterHub 5.4 line there")
+    return python
 
-    Both parts are ``str.format`` templates; they see ``tmp``, ``hub_port``, ``service_port``,
-    ``public_port``, ``admin_token`` and ``values``.
-    """
+
+def hub_files(tmp: Path) -> HubFiles:
+    """Ports for a hub in ``tmp``, and a ``tmp/jupyter-config`` that enables the jupyter-mig
+    server extension."""
     (tmp / "jupyter-config").mkdir(exist_ok=True)
     (tmp / "jupyter-config" / "jupyter_server_config.json").write_text(
         json.dumps({"ServerApp": {"jpserver_extensions": {"jupyter_mig": True}}})
     )
-    files = HubFiles(tmp / "jupyterhub_config.py", free_port(), free_port())
+    return HubFiles(tmp / "jupyterhub_config.py", free_port(), free_port())
+
+
+def write_hub_config(
+    files: HubFiles, spawner_config: str, values: dict[str, Any], **fields: Any
+) -> None:
+    """Write the hub's config: the shared part, ``spawner_config`` (both ``str.format``
+    templates that see ``tmp``, ``hub_port``, ``service_port``, ``public_port``, ``admin_token``
+    and ``fields``), then the Zero to JupyterHub ``values``' hub configuration."""
+    tmp = files.config.parent
     fields = {
         "tmp": tmp,
         "hub_port": files.hub_port,
         "service_port": files.service_port,
         "public_port": free_port(),
         "admin_token": ADMIN_TOKEN,
-        **values,
+        **fields,
     }
-    files.config.write_text(_SHARED_CONFIG.format(**fields) + spawner_config.format(**fields))
-    return files
+    files.config.write_text(
+        _SHARED_CONFIG.format(**fields) + spawner_config.format(**fields) + hub_config(values, tmp)
+    )
 
 
 def call(url: str, token: str | None, method: str = "GET", body: Any = None) -> tuple[int, Any]:

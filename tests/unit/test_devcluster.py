@@ -76,9 +76,19 @@ def test_dir_that_is_a_file(tmp_path: Path) -> None:
         devcluster.up(path)
 
 
-def test_bad_port_argument(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["devcluster", "up", "--port", "70000"]) == 2
-    assert "--port 70000 is not a TCP port" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "70000"], "--port 70000 is not a TCP port"),
+        (["--timeout", "-5"], "--timeout -5: expected a positive number of seconds"),
+        (["--node-grace", "soon"], "--node-grace 'soon': expected a duration"),
+    ],
+)
+def test_bad_up_arguments_are_refused_before_anything_builds(
+    args: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["devcluster", "up", *args]) == 2
+    assert words in capsys.readouterr().err
 
 
 def test_kubeconfig_text_is_valid_yaml(tmp_path: Path) -> None:

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import json
+from typing import Any
 
-from jupyter_mig.hub.service import STAGES, HubApi, Restart, stage_for_event
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from jupyter_mig.hub.service import (
+    STAGES,
+    HubApi,
+    Restart,
+    RestartRefused,
+    make_app,
+    stage_for_event,
+)
 from jupyter_mig.hub.settings import SliceSettings
 
 
@@ -95,3 +109,83 @@ def test_group_caps_replace_the_default_cap() -> None:
 def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SliceSettings(controller_url="x", **bad)  # type: ignore[arg-type]
+
+
+class TokenAuth:
+    """Stands in for HubAuth: every token belongs to alice, with access to her server."""
+
+    access_scopes: frozenset[str] = frozenset()
+
+    async def user_for_token(self, token: str, use_cache: bool, sync: bool) -> dict[str, Any]:
+        return {"name": "alice", "kind": "user", "scopes": ["access:servers!server=alice/"]}
+
+    def check_scopes(self, required: set[str], model: dict[str, Any]) -> bool:
+        return True
+
+
+class RecordingRestarter:
+    """Records what got through the request checks, and refuses it (so nothing restarts)."""
+
+    def __init__(self) -> None:
+        self.settings = SliceSettings(controller_url="http://controller:8080")
+        self.requests: list[tuple[str, str, str | None, float]] = []
+        self.restarts: dict[tuple[str, str], Restart] = {}
+
+    async def request(self, user: str, server: str, size: str | None, timeout: float) -> Restart:
+        self.requests.append((user, server, size, timeout))
+        raise RestartRefused(409, "recorded")
+
+
+def post_to_service(body: bytes, path: str = "api/restart") -> tuple[int, Any, RecordingRestarter]:
+    restarter = RecordingRestarter()
+
+    async def main() -> tuple[int, bytes]:
+        app = make_app("/services/jupyter-mig/", restarter, TokenAuth())  # type: ignore[arg-type]
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(app)
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        try:
+            response = await AsyncHTTPClient().fetch(
+                f"http://127.0.0.1:{port}/services/jupyter-mig/{path}",
+                method="POST",
+                body=body,
+                headers={"Authorization": "token t"},
+                raise_error=False,
+            )
+        finally:
+            server.stop()
+        return response.code, response.body
+
+    status, raw = asyncio.run(main())
+    return status, json.loads(raw), restarter
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"gpu_slice": 10}, 400, "gpu_slice must be a string such as 10gb or null, not a number"),
+        ({"gpu_slice": "10gb", "timeout": "60"}, 400, "timeout must be a number, not the string"),
+        ({"gpu_slice": "10gb", "timeout": True}, 400, "timeout must be a number, not a boolean"),
+        ({"gpu_slice": "10gb", "server_name": None}, 400, "server_name must be a string"),
+        ({"gpu_slice": "10gb", "user": "bob"}, 400, 'unknown field "user"'),
+        ([], 400, "the body must be a JSON object, not an array"),
+        ({"gpu_slice": "x" * 70_000}, 413, "larger than 64 KiB"),
+    ],
+)
+def test_restart_requests_are_checked_field_by_field(body: Any, status: int, words: str) -> None:
+    code, doc, restarter = post_to_service(json.dumps(body).encode())
+    assert code == status and words in doc["message"], doc
+    assert restarter.requests == []
+
+
+def test_a_well_formed_restart_request_gets_through_the_checks() -> None:
+    body = {"server_name": "", "gpu_slice": None, "timeout": 60}
+    code, doc, restarter = post_to_service(json.dumps(body).encode())
+    assert (code, doc) == (409, {"message": "recorded"})
+    assert restarter.requests == [("alice", "", None, 60.0)]
+
+
+def test_unknown_service_paths_are_json_404s() -> None:
+    code, doc, _ = post_to_service(b"{}", path="api/nope")
+    assert code == 404 and "no such endpoint" in doc["message"]

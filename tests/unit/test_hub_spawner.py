@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from jupyterhub.app import JupyterHub
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
@@ -316,7 +317,11 @@ def test_configure_hub_sets_scopes_service_and_role(controller: Controller) -> N
     configure_hub(c, settings, listen="0.0.0.0:10101")
     assert "access:services!service=jupyter-mig" in c.Spawner.server_token_scopes
     assert "access:servers!server" in c.Spawner.server_token_scopes
-    assert "access:services!service=jupyter-mig" in c.JupyterHub.extra_user_scopes
+    if JupyterHub.class_traits().get("extra_user_scopes") is not None:  # JupyterHub >= 6
+        assert "access:services!service=jupyter-mig" in c.JupyterHub.extra_user_scopes
+    else:  # 5.x: the user role itself gets the scope
+        user_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
+        assert user_role["scopes"] == ["self", "access:services!service=jupyter-mig"]
     names = [s["name"] for s in c.JupyterHub.services]
     assert names == ["other", "jupyter-mig"]
     service = c.JupyterHub.services[1]

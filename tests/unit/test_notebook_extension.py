@@ -302,3 +302,63 @@ def test_installing_the_package_enables_the_extension() -> None:
     assert jupyter_mig._jupyter_server_extension_points() == [
         {"module": "jupyter_mig.notebook.extension"}
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"size": "10gb", "saved": "false"}, "saved must be true or false, not the string"),
+        ({"size": "10gb", "saved": 1}, "saved must be true or false, not a number"),
+        ({"size": "10gb", "dry_run": "false"}, "dry_run must be true or false"),
+        ({"size": 10, "saved": True}, "size must be a string such as 10gb, not a number"),
+        ({"size": "10gb", "saved": True, "timeout": "60"}, "timeout must be a number"),
+        ({"size": "10gb", "saved": True, "timeout": None}, "timeout must be a number"),
+        ({"size": "10gb", "saved": True, "force": True}, 'unknown field "force"'),
+        (["10gb"], "the body must be a JSON object, not an array"),
+    ],
+)
+def test_every_field_of_a_slice_request_must_have_its_json_type(
+    api: Api, monkeypatch: pytest.MonkeyPatch, body: Any, words: str
+) -> None:
+    # A hub-started server whose restart service is unreachable: a request that got through
+    # the checks would be a 502 (or a 200 dry run), not a 400.
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "server-token")
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    monkeypatch.setenv("JUPYTER_MIG_SERVICE_URL", closed_port_url() + "/services/jupyter-mig/")
+    status, doc = api("POST", "slice", body)
+    assert status == 400, doc
+    assert words in doc["message"]
+    assert set(doc) == {"message"}
+
+
+def test_bodies_that_are_not_json_or_too_large_are_refused(api: Api) -> None:
+    for raw, expected in ((b"\xff\xfe", 400), (b"{", 400), (b" " * 70_000 + b"{}", 413)):
+        try:
+            response = api.run(api.fetch("jupyter-mig", "api", "slice", method="POST", body=raw))
+        except HTTPClientError as err:
+            assert err.response is not None
+            response = err.response
+        assert response.code == expected
+        assert set(json.loads(response.body)) == {"message"}
+
+
+def test_delete_takes_only_true_or_false_for_saved(api: Api) -> None:
+    status, doc = api("DELETE", "slice", params={"saved": "yes please"})
+    assert status == 400 and doc["message"] == "saved must be true or false"
+    status, doc = api("DELETE", "slice", params={"saved": "true", "force": "1"})
+    assert status == 400 and "unknown parameter 'force'" in doc["message"]
+
+
+@pytest.mark.parametrize("path", ["nope", "slices", "slice/progress/extra", "capacity/x"])
+def test_unknown_paths_under_the_api_are_json_404s(api: Api, path: str) -> None:
+    status, doc = api("GET", path)
+    assert status == 404
+    assert "no such endpoint" in doc["message"] and set(doc) == {"message"}
+    assert api("POST", path, {})[0] == 404
+    assert api("GET", path, headers={"Authorization": ""})[0] == 403
+
+
+def test_error_bodies_carry_a_message_and_nothing_null(api: Api) -> None:
+    status, doc = api("POST", "slice", {"size": "10gb"})
+    assert status == 409
+    assert set(doc) == {"message"} and doc["message"]

@@ -24,7 +24,7 @@ from slice_support import Controller, closed_port_url
 
 import jupyter_mig
 from jupyter_mig.notebook.client import ClientError, ServerClient, find_server
-from jupyter_mig.notebook.magic import confirmation
+from jupyter_mig.notebook.magic import Confirmation, GpuSliceMagics
 from jupyter_mig.notebook.widget import REQUEST_MIME, GpuSlicePicker
 
 WAIT_S = 60.0
@@ -62,6 +62,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, controller: Controller) -> 
         JUPYTER_CONFIG_DIR=str(tmp / "config"),
         JUPYTER_DATA_DIR=str(tmp / "data"),
         JUPYTER_MIG_CONTROLLER_URL=controller.url,
+        # As if started by a hub set up for jupyter-mig: the server may offer restarts (the
+        # restart service itself is never reached; the magic hands restarts to the front end).
+        JUPYTERHUB_API_TOKEN="server-token",
+        JUPYTERHUB_USER="alice",
+        JUPYTER_MIG_SERVICE_URL=closed_port_url() + "/services/jupyter-mig/",
     )
     log = tmp / "server.log"
     with log.open("wb") as out:
@@ -176,7 +181,7 @@ def test_the_confirmation_runs_the_change_only_when_confirmed(
         calls.append("change")
         return {REQUEST_MIME: {"size": "1g.10gb"}, "text/plain": "saving"}
 
-    box = confirmation("1g.10gb would get ...", "The server restarts.", change)
+    box = Confirmation("1g.10gb would get ...", "The server restarts.", change)
     yes, no = box.children[1].children
     (yes if press == "yes" else no).click()
     assert yes.disabled and no.disabled
@@ -192,8 +197,11 @@ def test_the_confirmation_runs_the_change_only_when_confirmed(
         ("500gb", "no GPU in this cluster offers a 500 GB slice; sizes you can ask for"),
         ("10gb --release", "give a size or --release, not both"),
         ("10gb --timeout 0", "--timeout must be a positive number of seconds"),
-        ("10gb --yes --saved", "not started by a JupyterHub"),
-        ("--release --yes --saved", "not started by a JupyterHub"),
+        ("10gb --timeout 7200", "--timeout must be a positive number of seconds, at most 3600"),
+        ("ten gb", "cannot read 'ten gb' as a GPU slice size; use e.g. 10gb"),
+        ("10gb --yes --saved", "the hub's restart service at http://127.0.0.1:"),
+        ("--release", "this server has no GPU slice, so there is nothing to release"),
+        ("--bogus", "unrecognized arguments: --bogus (see %gpu_slice --help)"),
     ],
 )
 def test_bad_requests_are_one_usage_error_line(ip: InteractiveShell, line: str, words: str) -> None:
@@ -274,3 +282,92 @@ def test_the_package_stays_light_and_exports_lazily() -> None:
     assert callable(jupyter_mig.load_ipython_extension)
     with pytest.raises(AttributeError):
         _ = jupyter_mig.no_such_name
+
+
+def test_help_shows_the_options(ip: InteractiveShell) -> None:
+    with capture_output() as captured:
+        ip.run_line_magic("gpu_slice", "--help")
+    for option in ("--yes", "--release", "--saved", "--timeout", "size"):
+        assert option in captured.stdout
+
+
+def test_a_size_may_have_a_space_like_resolve_accepts(ip: InteractiveShell) -> None:
+    with capture_output() as captured:
+        ip.run_line_magic("gpu_slice", "10 gb --yes")
+    assert "10 gb would get 10 gb: 1g.10gb" in captured.stdout
+    [request] = bundles(captured)
+    assert request[REQUEST_MIME]["size"] == "10 gb"
+
+
+class NotRestartable(ServerClient):
+    """A server not started by a hub (``GET slice`` says so), with a slice from its admin."""
+
+    def current(self) -> dict[str, Any]:
+        return {**super().current(), "slice": {"profile": "1g.10gb"}, "restartable": False}
+
+
+@pytest.mark.parametrize("line", ["--release", "--release --yes", "20gb", "20gb --yes --saved"])
+def test_a_server_that_cannot_restart_offers_no_restart(server: Server, line: str) -> None:
+    url, token = find_server({"JPY_PARENT_PID": str(server.process.pid)}, server.runtime)
+    shell = InteractiveShell.instance()
+    shell.register_magics(GpuSliceMagics(shell, lambda: NotRestartable(url, token)))
+    try:
+        with pytest.raises(UsageError) as caught, capture_output() as captured:
+            shell.run_line_magic("gpu_slice", line)
+    finally:
+        shell.magics_manager.magics["line"].pop("gpu_slice", None)
+    message = str(caught.value)
+    assert "not started by a JupyterHub set up for jupyter-mig" in message
+    assert "spawn page" in message and "ask your admin" in message
+    assert "JUPYTER_MIG" not in message and "\n" not in message
+    assert bundles(captured) == []  # no button, no request
+
+
+def test_the_confirmation_reads_as_text_where_widgets_cannot_show(ip: InteractiveShell) -> None:
+    """Terminal IPython shows text/plain: words and the command, not ``VBox(children=...)``."""
+    with capture_output() as captured:
+        ip.run_line_magic("gpu_slice", "40gb")
+    [shown] = bundles(captured)
+    text = shown["text/plain"]
+    assert text.startswith("40gb would get 40gb: 3g.40gb")
+    assert "%gpu_slice 40gb --yes" in text and "VBox" not in text
+
+
+def test_the_confirmation_escapes_what_it_shows() -> None:
+    box = Confirmation("<img src=x onerror=alert(1)> would get", "a & b", dict)
+    assert "<img" not in box.children[0].value and "&lt;img" in box.children[0].value
+
+
+def test_the_widget_outside_a_server_fails_once_and_cleanly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code = (
+        "import os\n"
+        "for name in ('JPY_PARENT_PID', 'JUPYTER_MIG_SERVER_URL'):\n"
+        "    os.environ.pop(name, None)\n"
+        "from jupyter_mig import GpuSlicePicker\n"
+        "from jupyter_mig.notebook.client import ClientError\n"
+        "try:\n"
+        "    GpuSlicePicker()\n"
+        "except ClientError as err:\n"
+        "    print(err)\n"
+        "import gc; gc.collect()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "cannot find this kernel's Jupyter server" in done.stdout
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": 1e9}, "timeout"),
+        ({"refresh_seconds": -1}, "refresh"),
+    ],
+)
+def test_the_widget_checks_its_arguments_first(kwargs: dict[str, float], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        GpuSlicePicker(ServerClient("http://127.0.0.1:9/", ""), **kwargs)  # type: ignore[arg-type]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from jupyter_mig.cli import main
+from jupyter_mig.errors import UserError
+from jupyter_mig.sim.cli import _bounded
 
 TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces" / "openb"
 KEYS = {"policy", "pods", "placed", "unplaced", "wait_seconds", "utilization", "ops"}
@@ -78,6 +82,9 @@ def test_csv_workload(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         (["--time-scale", "5"], "--time-scale: only applies to a trace"),
         (["--pods", "/nonexistent/pods.csv"], "--pods /nonexistent/pods.csv: cannot read"),
         (["--plot", "/nonexistent/dir/p.png"], "--plot /nonexistent/dir/p.png: directory"),
+        (["--plot", "p.gif"], "--plot p.gif: unknown file type '.gif'"),
+        (["--count", "100000000"], "--count: at most 1e+06 (memory), got 100000000"),
+        (["--nodes", "1000000"], "--nodes: at most 100000 (memory)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -116,3 +123,25 @@ def test_openb_trace_slice(tmp_path: Path) -> None:
         check_result(doc)
     for name in ("static:all-1g", "static:balanced", "static:all-3g"):
         assert docs["dynamic"]["placed"] > docs[name]["placed"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_outputs_get_the_permissions_of_a_new_file(tmp_path: Path, umask: int) -> None:
+    out, plot = tmp_path / "r.json", tmp_path / "r.pdf"
+    old = os.umask(umask)
+    try:
+        args = ["simulate", "--count", "30", "--policy", "dynamic"]
+        assert main([*args, "--json", str(out), "--plot", str(plot)]) == 0
+    finally:
+        os.umask(old)
+    for path in (out, plot):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert plot.read_bytes().startswith(b"%PDF")  # the format its suffix names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.pdf"]
+
+
+def test_an_oversized_trace_is_refused_before_it_fills_memory(tmp_path: Path) -> None:
+    csv = tmp_path / "pods.csv"
+    csv.write_text("name,num_gpu,gpu_milli\n" + "".join(f"p{i},1,500\n" for i in range(100)))
+    with pytest.raises(UserError, match="larger than 0 MiB"):
+        list(_bounded(csv.read_text().splitlines(keepends=True), str(csv), limit=200))
