@@ -5,10 +5,10 @@ spawns ``jupyterhub.singleuser`` servers with the jupyter-mig server extension, 
 ``apply_user_options`` hook; a LocalProcessSpawner subclass records every start's user_options.
 Only two things stand in for Kubernetes: the spawner (local processes, no pods) and the proxy
 (a route table: the test talks to servers at the addresses the hub registered).  The capacity
-API is the controller's own HTTP server with a fixed capacity.  The jupyter-mig part of the hub's
-configuration is the documented Zero to JupyterHub values (support.hub_values), and every test runs on
-both JupyterHub lines: the one in this environment (6.x) and 5.4 (Zero to JupyterHub 4.x), from
-``.venv-hub5`` (scripts/setup.sh).
+API is the controller's own HTTP server with a fixed capacity.  The jupyter-mig part of the
+hub's configuration is the documented Zero to JupyterHub values (support.hub_values), and every
+test runs on both JupyterHub lines: the one in this environment (6.x) and 5.4 (Zero to
+JupyterHub 4.x), from ``.venv-hub5`` (scripts/setup.sh).
 """
 
 from __future__ import annotations
