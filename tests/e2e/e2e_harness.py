@@ -800,12 +800,7 @@ class System:
         return list(listed.get("items") or [])
 
     def pod(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.kube.request("GET", f"/api/v1/namespaces/{self.namespace}/pods/{name}")
-        except KubeError as err:
-            if err.status == 404:
-                return None
-            raise
+        return self.kube.get(f"/api/v1/namespaces/{self.namespace}/pods/{name}")
 
     def mignodes(self) -> list[dict[str, Any]]:
         listed = self.kube.request("GET", MIGNODES)

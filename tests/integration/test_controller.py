@@ -181,12 +181,7 @@ class Harness:
         return self.kube.request("GET", f"/api/v1/namespaces/{self.namespace}/pods/{name}")
 
     def mignode(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.kube.request("GET", f"{MIGNODES}/{name}")
-        except KubeError as err:
-            if err.status == 404:
-                return None
-            raise
+        return self.kube.get(f"{MIGNODES}/{name}")
 
     def report(
         self,
@@ -249,14 +244,9 @@ class Harness:
         return events_about(self.kube, self.namespace, pod)
 
     def lease(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.kube.request(
-                "GET", f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{name}"
-            )
-        except KubeError as err:
-            if err.status == 404:
-                return None
-            raise
+        return self.kube.get(
+            f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{name}"
+        )
 
 
 @pytest.fixture
