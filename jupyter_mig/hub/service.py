@@ -532,6 +532,9 @@ class _ApiHandler(web.RequestHandler):
             )
         if model.get("kind", "user") != "user":
             raise self.fail(403, "only a user's own server can ask for a restart")
+        length = self.request.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            raise self.fail(413, f"the body is larger than {MAX_BODY // 1024} KiB")
         self.caller = model
 
     def server_name(self, value: Any) -> str:

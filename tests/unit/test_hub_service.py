@@ -117,7 +117,11 @@ class TokenAuth:
     access_scopes: frozenset[str] = frozenset()
 
     async def user_for_token(self, token: str, use_cache: bool, sync: bool) -> dict[str, Any]:
-        return {"name": "alice", "kind": "user", "scopes": ["access:servers!server=alice/"]}
+        return {
+            "name": "alice",
+            "kind": "user",
+            "scopes": ["access:servers!server=alice/", "servers!server=alice/"],
+        }
 
     def check_scopes(self, required: set[str], model: dict[str, Any]) -> bool:
         return True
@@ -170,7 +174,7 @@ def post_to_service(body: bytes, path: str = "api/restart") -> tuple[int, Any, R
         ({"gpu_slice": "10gb", "server_name": None}, 400, "server_name must be a string"),
         ({"gpu_slice": "10gb", "user": "bob"}, 400, 'unknown field "user"'),
         ([], 400, "the body must be a JSON object, not an array"),
-        ({"gpu_slice": "x" * 70_000}, 413, "larger than 64 KiB"),
+        ({"gpu_slice": "x" * 70_000}, 413, "larger than 16 KiB"),
     ],
 )
 def test_restart_requests_are_checked_field_by_field(body: Any, status: int, words: str) -> None:

@@ -166,7 +166,7 @@ def test_a_body_over_the_limit_is_refused_even_with_a_valid_token(
         conn.sendall(post_headers(len(body), token="server-token"))
         conn.sendall(body.encode())
         answer = read_until_closed(conn)
-    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
 def test_restarting_takes_servers_not_only_access(service: tuple[int, TokenCheck]) -> None:
