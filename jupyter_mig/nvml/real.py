@@ -24,6 +24,7 @@ from jupyter_mig.nvml.base import (
     GpuInstance,
     InUse,
     InvalidArgument,
+    NotFound,
     NotSupported,
     NvmlBackend,
     NvmlError,
@@ -230,7 +231,12 @@ class RealNvml(NvmlBackend):
     def instances(self, gpu_index: int) -> list[GpuInstance]:
         handle = self._handle(gpu_index)
         table = self.profile_table(gpu_index)
-        found = [self._describe(gpu_index, gi) for gi in self._gpu_instance_handles(handle, table)]
+        found = []
+        for gi in self._gpu_instance_handles(handle, table):
+            try:
+                found.append(self._describe(gpu_index, gi))
+            except (InvalidArgument, NotFound):
+                continue  # destroyed by another process since it was listed: not there now
         return sorted(found, key=lambda inst: inst.start)
 
     def _compute_profiles(self, gi: Any) -> list[Any]:

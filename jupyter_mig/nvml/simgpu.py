@@ -111,6 +111,12 @@ def profile_index(model: GpuModel, profile: Profile) -> int:
         raise UserError(f"{model.name}: no nvml.h profile index for {profile.name}") from None
 
 
+def gpu_memory_mib(model: GpuModel) -> int:
+    """A whole GPU's memory as NVML reports it (e.g. 81920 MiB on an A100-80GB).  NVIDIA's
+    device plugin names MIG resources from each profile's share of it (``7g.80gb``)."""
+    return model.memory_gib * 1024 if model.memory_gib else model.full_profile.memory_mib
+
+
 def table_digest() -> str:
     """Names the profile tables: a state and a library must agree on it."""
     data = json.dumps([m.to_json() for m in BUILTIN_MODELS], sort_keys=True)
@@ -132,7 +138,7 @@ def render_tables() -> str:
         ]
         models.append(
             f'  {{"{model.name}", "{product}", {model.grid}, {model.compute_budget}, {arch}, '
-            f"{sms}, {pci:#x}U, {major}, {minor}, {model.full_profile.memory_mib}ULL, "
+            f"{sms}, {pci:#x}U, {major}, {minor}, {gpu_memory_mib(model)}ULL, "
             f"{len(profiles)},\n   {{" + ",\n    ".join(profiles) + "}}"
         )
     body = ",\n".join(models)

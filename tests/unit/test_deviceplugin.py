@@ -82,3 +82,24 @@ def test_mig_minors_number_every_capability_like_the_driver() -> None:
     lines = nvidia.mig_minors(gpus=2).splitlines()
     assert lines[:4] == ["config 1", "monitor 2", "gpu0/gi0/access 3", "gpu0/gi0/ci0/access 4"]
     assert lines[-1] == f"gpu1/gi14/ci7/access {2 + 2 * 15 * 9}"
+
+
+@needs_plugin
+@pytest.mark.parametrize("model", ["A100-80GB", "H100-80GB"])
+def test_the_plugin_names_the_whole_gpu_profile_like_nvidia_smi(tmp_path: Path, model: str) -> None:
+    """It derives the name from the profile's share of the GPU's memory (7g.80gb, not 7g.79gb)."""
+    state = tmp_path / "gpus"
+    simgpu.init_state(state, model, gpus=1)
+    host = DevicePluginHost(tmp_path / "device-plugins")
+    host.start()
+    whole = MODELS.get(model).full_profile
+    with open_simulated(state) as nvml:
+        made = nvml.create_instance(0, whole.nvml_id, 0)
+    plugin = start_plugin(state, host)
+    try:
+        expected = {f"nvidia.com/mig-{whole.resource_name}": [made.mig_uuid or ""]}
+        seen = host.wait(lambda advertised: advertised == expected, timeout=60)
+        assert seen, host.advertised()
+    finally:
+        stop(plugin)
+        host.stop()

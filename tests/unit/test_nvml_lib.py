@@ -98,7 +98,7 @@ def test_profiles_and_placements_are_the_models_table(
     seen = run_pynvml(tmp_path, PROFILES)
     table = MODELS.get(model)
     assert seen["name"] == name and seen["mode"] == [1, 1]
-    assert seen["memory"] == table.full_profile.memory_mib
+    assert seen["memory"] == table.memory_gib * 1024 == simgpu.gpu_memory_mib(table)
     assert seen["last_index"] == 0x12  # INVALID_ARGUMENT past the last nvml.h index
     expected = {
         f"MIG {p.name}": [
@@ -204,7 +204,7 @@ def test_struct_versions_are_checked(tmp_path: Path) -> None:
         out["memory_bad"] = code(n.nvmlDeviceGetMemoryInfo, gpu, 0x01000028)
         """,
     )
-    assert seen == {"v2": 0, "v1_in_v2": 25, "v1": 19, "memory_v2": 80896, "memory_bad": 25}
+    assert seen == {"v2": 0, "v1_in_v2": 25, "v1": 19, "memory_v2": 81920, "memory_bad": 25}
 
 
 def test_a_missing_state_or_another_table_is_one_clear_line(tmp_path: Path) -> None:

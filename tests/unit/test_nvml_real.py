@@ -59,7 +59,7 @@ def test_gpus_are_mapped_to_their_model(nvml: NvmlBackend) -> None:
         (0, "A100-80GB", "NVIDIA-A100-SXM4-80GB", True),
         (1, "A100-80GB", "NVIDIA-A100-SXM4-80GB", True),
     ]
-    assert gpus[0].memory_mib == A100.full_profile.memory_mib
+    assert gpus[0].memory_mib == 81920  # as NVML reports an A100-80GB
     assert gpus[0].uuid.startswith("GPU-") and gpus[0].uuid != gpus[1].uuid
 
 
@@ -262,3 +262,14 @@ def test_a_pending_mig_mode_change_is_not_mig_mode(gpu_dir: Path, nvml: NvmlBack
     """MIG on now but off after the next reset: the agent must not lay the GPU out."""
     simgpu.set_mig_mode(gpu_dir, 1, current=True, pending=False)
     assert [g.mig_enabled for g in nvml.gpus()] == [True, False]
+
+
+def test_a_gpu_instance_destroyed_while_listing_is_skipped(
+    gpu_dir: Path, nvml: NvmlBackend
+) -> None:
+    """Another process destroys a listed GI: its handle then answers INVALID_ARGUMENT."""
+    first = nvml.create_instance(0, pid("1g.10gb"), 0)
+    nvml.create_instance(0, pid("1g.10gb"), 1)
+    simgpu.inject_fault(gpu_dir, "nvmlGpuInstanceGetInfo", code=2)  # the first GI's stale handle
+    assert len(nvml.instances(0)) == 1
+    assert first in nvml.instances(0)
