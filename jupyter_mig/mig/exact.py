@@ -146,6 +146,9 @@ def solve_round(
     GPUs with a choice.  The caller keeps rounds of more than POD_LIMIT pods away."""
     from jupyter_mig.mig.planner import Assignment, Plan
 
+    # Columns in a canonical order (pods by name, requests by text): the order of the input must
+    # not decide between equally good solutions.
+    demands = sorted(demands, key=lambda d: d.name)
     resolved: dict[tuple[SizeRequest, str], int | None] = {}
 
     def pid_for(item: SizeRequest, model: GpuModel) -> int | None:
@@ -208,7 +211,7 @@ def solve_round(
     for d in demands:
         if not d.items:
             continue
-        grouped = Counter(d.items)
+        grouped = dict(sorted(Counter(d.items).items(), key=lambda e: (e[0].kind, e[0].text)))
         choice: dict[int, float] = {}
         for name in sorted(node_names if d.nodes is None else node_names & set(d.nodes)):
             options = {

@@ -764,18 +764,23 @@ def _could_serve_more(
             memo = memos[snap.model.name]
             sig = memo.signature((i.start, i.profile_id) for i in snap.instances if i.used)
             held.setdefault(node.name, []).append((memo, sig))
+    fitting: dict[tuple[str, SizeRequest], bool] = {}
+
+    def fits_node(name: str, item: SizeRequest) -> bool:
+        found = fitting.get((name, item))
+        if found is None:
+            found = fitting[(name, item)] = any(
+                (p := resolve_for_model(item, memo.model)) is not None
+                and any(memo.fits(sig, p, start) for start in p.starts)
+                for memo, sig in held[name]
+            )
+        return found
+
     for d in demands:
         if d.name not in left:
             continue
         for name in held if d.nodes is None else (n for n in d.nodes if n in held):
-            if all(
-                any(
-                    (p := resolve_for_model(item, memo.model)) is not None
-                    and any(memo.fits(sig, p, start) for start in p.starts)
-                    for memo, sig in held[name]
-                )
-                for item in d.items
-            ):
+            if all(fits_node(name, item) for item in d.items):
                 return True
     return False
 
