@@ -202,17 +202,24 @@ class RealNvml(NvmlBackend):
         """MIG UUIDs of the GI's compute instances (one MIG device per CI)."""
         n = self._nvml
         uuids = []
+        for ci in self._compute_instances(gi):
+            with self._translate("nvmlComputeInstanceGetInfo"):
+                device = n.nvmlComputeInstanceGetInfo(ci).device
+            with self._translate("nvmlDeviceGetUUID"):
+                uuids.append(_text(n.nvmlDeviceGetUUID(device)))
+        return uuids
+
+    def _compute_instances(self, gi: Any) -> list[Any]:
+        """Every compute instance of a GPU instance, over all its compute profiles."""
+        n = self._nvml
+        instances: list[Any] = []
         for info in self._compute_profiles(gi):
             buffer = (n.c_nvmlComputeInstance_t * int(info.instanceCount))()
             count = c_uint(int(info.instanceCount))
             with self._translate("nvmlGpuInstanceGetComputeInstances"):
                 n.nvmlGpuInstanceGetComputeInstances(gi, info.id, buffer, byref(count))
-            for ci in buffer[: count.value]:
-                with self._translate("nvmlComputeInstanceGetInfo"):
-                    device = n.nvmlComputeInstanceGetInfo(ci).device
-                with self._translate("nvmlDeviceGetUUID"):
-                    uuids.append(_text(n.nvmlDeviceGetUUID(device)))
-        return uuids
+            instances.extend(buffer[: count.value])
+        return instances
 
     def _describe(self, gpu_index: int, gi: Any) -> GpuInstance:
         with self._translate("nvmlGpuInstanceGetInfo"):
@@ -291,14 +298,9 @@ class RealNvml(NvmlBackend):
         handle = self._handle(gpu_index)
         with self._translate("nvmlDeviceGetGpuInstanceById"):
             gi = n.nvmlDeviceGetGpuInstanceById(handle, gpu_instance_id)
-        for info in self._compute_profiles(gi):
-            buffer = (n.c_nvmlComputeInstance_t * int(info.instanceCount))()
-            count = c_uint(int(info.instanceCount))
-            with self._translate("nvmlGpuInstanceGetComputeInstances"):
-                n.nvmlGpuInstanceGetComputeInstances(gi, info.id, buffer, byref(count))
-            for ci in buffer[: count.value]:
-                with self._translate("nvmlComputeInstanceDestroy"):
-                    n.nvmlComputeInstanceDestroy(ci)
+        for ci in self._compute_instances(gi):
+            with self._translate("nvmlComputeInstanceDestroy"):
+                n.nvmlComputeInstanceDestroy(ci)
         try:
             with self._translate("nvmlGpuInstanceDestroy"):
                 n.nvmlGpuInstanceDestroy(gi)
