@@ -53,6 +53,7 @@ from jupyter_mig.api.slices import (
 from jupyter_mig.hub.limits import RateLimiter, check_total
 from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
 from jupyter_mig.mig.sizes import SizeError, parse_size
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT
 
 log = logging.getLogger("jupyter_mig.hub.service")
 
@@ -72,7 +73,6 @@ EVENT_STAGES = {
 }
 
 MAX_EVENTS = 100
-MAX_TIMEOUT = 3600.0
 #: The largest request body (a restart request is well under 1 KiB).
 MAX_BODY = 16 * 1024
 #: tornado HTTPServer settings: bounded bodies and buffers, and connections that send nothing
@@ -562,8 +562,8 @@ class RestartHandler(_ApiHandler):
         if size is not None and not size.strip():
             raise self.fail(400, f"{OPTION} must be a size such as 10gb, or null for no GPU")
         timeout = body.get("timeout", self.restarter.settings.restart_timeout)
-        if not 0 < timeout <= MAX_TIMEOUT:
-            raise self.fail(400, f"timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
+        if not 0 < timeout <= MAX_RESTART_TIMEOUT:
+            raise self.fail(400, f"timeout must be between 0 and {MAX_RESTART_TIMEOUT:g} seconds")
         try:
             restart = await self.restarter.request(
                 str(self.caller["name"]), server, size.strip() if size else None, float(timeout)

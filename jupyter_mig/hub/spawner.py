@@ -35,8 +35,8 @@ from jupyter_mig.api.slices import (
 from jupyter_mig.hub.limits import check_total
 from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
 from jupyter_mig.mig.sizes import SizeError, parse_size
+from jupyter_mig.slices import contract as env_names
 
-_ENV_PREFIX = "JUPYTER_MIG_"
 #: The key under which a dict-valued ``node_affinity_required`` gets our term.
 AFFINITY_KEY = "jupyter-mig"
 
@@ -60,18 +60,18 @@ def slice_environment(
 ) -> dict[str, str]:
     """What the single-user server's extension reads (docs/hub.md lists each variable)."""
     env = {
-        "JUPYTER_MIG_CONTROLLER_URL": settings.controller_url,
-        "JUPYTER_MIG_SERVICE_URL": settings.url_for_servers,
-        "JUPYTER_MIG_ALLOWED_SIZES": ",".join(policy.sizes),
-        "JUPYTER_MIG_MAX_SIZE": ",".join(policy.maximum),
+        env_names.CONTROLLER_URL_ENV: settings.controller_url,
+        env_names.SERVICE_URL_ENV: settings.url_for_servers,
+        env_names.ALLOWED_SIZES_ENV: ",".join(policy.sizes),
+        env_names.MAX_SIZE_ENV: ",".join(policy.maximum),
     }
     if option is not None:
         env.update(
             {
-                "JUPYTER_MIG_SIZE": option.size,
-                "JUPYTER_MIG_SLICE": option.profile,
-                "JUPYTER_MIG_RESOURCE": option.resource,
-                "JUPYTER_MIG_MODELS": ",".join(option.models),
+                env_names.SIZE_ENV: option.size,
+                env_names.SLICE_ENV: option.profile,
+                env_names.RESOURCE_ENV: option.resource,
+                env_names.MODELS_ENV: ",".join(option.models),
             }
         )
     return env
@@ -127,7 +127,7 @@ def apply_slice(
     Traits are replaced, never mutated in place: their default values may be shared config.
     """
     spawner.environment = {
-        **{k: v for k, v in spawner.environment.items() if not k.startswith(_ENV_PREFIX)},
+        **{k: v for k, v in spawner.environment.items() if not k.startswith(env_names.ENV_PREFIX)},
         **slice_environment(settings, policy, option),
     }
     if not hasattr(spawner, "extra_resource_limits"):  # not a KubeSpawner: environment only

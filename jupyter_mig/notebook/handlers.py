@@ -36,11 +36,11 @@ from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.notebook.config import JupyterMig
 from jupyter_mig.notebook.current import current_slice
 from jupyter_mig.notebook.restart import (
-    MAX_TIMEOUT,
     NOT_RESTARTABLE,
     HubRestartClient,
     RestartServiceError,
 )
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT
 
 NAMESPACE = "jupyter-mig"
 SETTINGS_KEY = "jupyter_mig"
@@ -197,8 +197,8 @@ class SliceHandler(_Handler):
             )
         if timeout is None:
             timeout = self.state.config.restart_timeout
-        if not 0 < timeout <= MAX_TIMEOUT:
-            raise _error(400, f"timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
+        if not 0 < timeout <= MAX_RESTART_TIMEOUT:
+            raise _error(400, f"timeout must be between 0 and {MAX_RESTART_TIMEOUT:g} seconds")
         client = self.state.restart_client()
         if client is None:
             raise _error(409, NOT_RESTARTABLE)
