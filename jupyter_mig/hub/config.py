@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from jupyter_mig.api.slices import CapacityClient
 from jupyter_mig.hub.settings import SETTINGS_ENV, SliceSettings
 from jupyter_mig.hub.spawner import SliceOptions, SliceProfiles
+from jupyter_mig.slices.client import CapacityClient
 
 #: The scopes of the ``server`` role that every server token keeps.
 SERVER_SCOPES = ("access:servers!server", "users:activity!user")

@@ -43,17 +43,13 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from jupyter_mig.api.body import BadBody, Field, parse_body
-from jupyter_mig.api.slices import (
-    CapacityClient,
-    CapacityError,
-    SliceRefused,
-    held_gb,
-    plan_slice,
-)
 from jupyter_mig.hub.limits import RateLimiter, check_total
 from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
-from jupyter_mig.mig.sizes import SizeError, parse_size
+from jupyter_mig.mig.sizes import parse_size
+from jupyter_mig.slices.client import CapacityClient
 from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT
+from jupyter_mig.slices.errors import SLICE_ERRORS, http_refusal
+from jupyter_mig.slices.policy import held_gb, plan_slice
 
 log = logging.getLogger("jupyter_mig.hub.service")
 
@@ -393,12 +389,8 @@ class Restarter:
                 check_total(
                     self.settings, option, held_gb([o for o in others if o != NO_GPU], capacity)
                 )
-            except SizeError as err:
-                raise RestartRefused(400, str(err)) from None
-            except SliceRefused as err:
-                raise RestartRefused(403, str(err)) from None
-            except CapacityError as err:
-                raise RestartRefused(503, f"cannot check GPU capacity: {err}") from None
+            except SLICE_ERRORS as err:
+                raise RestartRefused(*http_refusal(err)) from None
         previous = state.get("user_options") or {}
         return Restart(user, server, size, dict(previous), timeout)
 

@@ -15,9 +15,9 @@ from typing import Any
 from traitlets import Dict, Float, Integer, List, Unicode, validate
 from traitlets.config import Configurable
 
-from jupyter_mig.api.slices import SlicePolicy
 from jupyter_mig.mig.sizes import parse_size
 from jupyter_mig.slices.contract import HUB_SETTINGS_ENV, MAX_RESTART_TIMEOUT, RESTART_TIMEOUT
+from jupyter_mig.slices.policy import SlicePolicy
 
 #: The ``user_options`` key (and KubeSpawner profile option) that carries the requested size.
 OPTION = "gpu_slice"

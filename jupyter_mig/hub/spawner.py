@@ -19,23 +19,22 @@ from jupyter_mig.api.constants import (
     INTERACTIVE_ANNOTATION,
     MIG_RESOURCE_PREFIX,
 )
-from jupyter_mig.api.slices import (
-    BUSY,
-    FREE,
-    REPARTITION,
-    CapacityClient,
-    CapacityError,
-    SliceOption,
-    SlicePolicy,
-    SliceRefused,
-    held_gb,
-    menu_entries,
-    plan_slice,
-)
 from jupyter_mig.hub.limits import check_total
 from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.slices import contract as env_names
+from jupyter_mig.slices.client import CapacityClient
+from jupyter_mig.slices.errors import SLICE_ERRORS, CapacityError, SliceRefused, http_refusal
+from jupyter_mig.slices.policy import (
+    BUSY,
+    FREE,
+    REPARTITION,
+    SliceOption,
+    SlicePolicy,
+    held_gb,
+    menu_entries,
+    plan_slice,
+)
 
 #: The key under which a dict-valued ``node_affinity_required`` gets our term.
 AFFINITY_KEY = "jupyter-mig"
@@ -181,12 +180,8 @@ class SliceOptions:
             parse_size(size)
             capacity = await self.capacity.get()
             return plan_slice(size, capacity, policy)
-        except SizeError as err:
-            raise _http_error(400, str(err)) from None
-        except SliceRefused as err:
-            raise _http_error(403, str(err)) from None
-        except CapacityError as err:
-            raise _http_error(503, f"cannot check GPU capacity: {err}") from None
+        except SLICE_ERRORS as err:
+            raise _http_error(*http_refusal(err)) from None
 
     async def check_total(self, spawner: Any, option: SliceOption) -> None:
         """Refuse (403) what would take the user's active servers over ``max_total_size``."""
@@ -200,10 +195,8 @@ class SliceOptions:
                     others.append(size)  # held_gb counts what still resolves
         try:
             check_total(self.settings, option, held_gb(others, await self.capacity.get()))
-        except SliceRefused as err:
-            raise _http_error(403, str(err)) from None
-        except CapacityError as err:
-            raise _http_error(503, f"cannot check GPU capacity: {err}") from None
+        except (SliceRefused, CapacityError) as err:
+            raise _http_error(*http_refusal(err)) from None
 
     async def __call__(self, spawner: Any, user_options: Mapping[str, Any]) -> None:
         policy = self.settings.policy_for(user_groups(spawner))

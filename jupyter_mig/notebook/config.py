@@ -13,7 +13,6 @@ from typing import Any
 from traitlets import Float, List, Unicode, default, validate
 from traitlets.config import Configurable
 
-from jupyter_mig.api.slices import SlicePolicy, split_list
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.slices.contract import (
     ALLOWED_SIZES_ENV,
@@ -23,6 +22,7 @@ from jupyter_mig.slices.contract import (
     RESTART_TIMEOUT,
     SERVICE_URL_ENV,
 )
+from jupyter_mig.slices.policy import SlicePolicy, split_list
 
 
 class JupyterMig(Configurable):

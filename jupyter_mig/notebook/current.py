@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jupyter_mig.api.slices import split_list
 from jupyter_mig.slices.contract import MODELS_ENV, RESOURCE_ENV, SIZE_ENV, SLICE_ENV
+from jupyter_mig.slices.policy import split_list
 
 _NO_DEVICES = ("", "void", "none")
 
