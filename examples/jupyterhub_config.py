@@ -10,30 +10,28 @@ With the zero-to-jupyterhub Helm chart, put the part below the imports into
 
 # ruff: noqa: F821  (``c`` is the config object JupyterHub provides)
 
-from jupyter_mig.hub import SliceSettings, configure_hub
+from jupyter_mig.hub import configure_hub
 
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 
+# Every setting is a trait of SliceSettings (`jupyterhub --help-all` lists them with defaults).
+# The controller's Service (Helm release "jupyter-mig" in namespace "jupyter-mig").
+c.SliceSettings.controller_url = "http://jupyter-mig-controller.jupyter-mig.svc:8080"
+# The sizes users may pick; leave it out to offer every size the cluster's GPUs have.
+c.SliceSettings.sizes = ["10gb", "20gb", "40gb"]
+# Everyone may take up to 20gb; members of the "gpu-power" group up to 40gb.
+c.SliceSettings.max_size = "20gb"
+c.SliceSettings.max_size_by_group = {"gpu-power": "40gb"}
+# Where the hub and its proxy reach the restart service (it runs in the hub pod) ...
+c.SliceSettings.service_url = "http://hub:10101"
+# ... and where single-user servers reach it (through the proxy's public Service).
+c.SliceSettings.server_service_url = "http://proxy-public/services/jupyter-mig/"
+# At most 40 GB of slices per user across all their servers (docs/security.md lists this and
+# the other limits: slice changes per hour, restarts in flight, the restart timeout).
+c.SliceSettings.max_total_size = "40gb"
+
 configure_hub(
     c,
-    SliceSettings(
-        # The controller's Service (Helm release "jupyter-mig" in namespace "jupyter-mig").
-        controller_url="http://jupyter-mig-controller.jupyter-mig.svc:8080",
-        # The sizes users may pick; leave it out to offer every size the cluster's GPUs have.
-        sizes=("10gb", "20gb", "40gb"),
-        # Everyone may take up to 20gb; members of the "gpu-power" group up to 40gb.
-        max_size="20gb",
-        max_size_by_group={"gpu-power": "40gb"},
-        # Where the hub and its proxy reach the restart service (it runs in the hub pod) ...
-        service_url="http://hub:10101",
-        # ... and where single-user servers reach it (through the proxy's public Service).
-        server_service_url="http://proxy-public/services/jupyter-mig/",
-        # How long a restart may take before the hub goes back to the previous slice.
-        restart_timeout=600,
-        # At most 40 GB of slices per user across all their servers (docs/security.md lists
-        # this and the other limits: slice changes per hour, restarts in flight).
-        max_total_size="40gb",
-    ),
     # The admin's own profiles: each one gets the "GPU slice" option.
     profiles=[
         {

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +28,7 @@ from jupyter_mig.controller.lease import LeaseKeeper
 from jupyter_mig.controller.metrics import Metrics
 from jupyter_mig.controller.planning import SpecWrite, assess, decide, planned_nodes
 from jupyter_mig.controller.selection import PendingPod, is_candidate, meta, pending_pod
+from jupyter_mig.controller.settings import Settings
 from jupyter_mig.controller.snapshot import (
     PLACEMENTS_ANNOTATION,
     NodeState,
@@ -43,27 +43,6 @@ log = logging.getLogger("jupyter_mig.controller")
 MIGNODES = f"/apis/{c.GROUP}/{c.VERSION}/{c.PLURAL}"
 _STALL = 60.0  # /healthz fails when the loop has not turned for this long
 _WRITERS = 8  # concurrent spec writes in a round
-
-
-@dataclass(frozen=True)
-class Settings:
-    batch_idle: float = 2.0
-    batch_max: float = 10.0
-    resync: float = 300.0
-    inflight_timeout: float = 300.0
-    leader_elect: bool = False
-    identity: str = "jupyter-mig-controller"
-    lease_name: str = "jupyter-mig-controller"
-    lease_namespace: str = "default"
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    #: Where the interactive mark counts (``*``: everywhere); elsewhere pods are batch pods.
-    interactive_namespaces: tuple[str, ...] = ()
-    #: Watch pods in these namespaces only (empty: the whole cluster).
-    watch_namespaces: tuple[str, ...] = ()
-    #: Publish per-GPU layouts (node names, which slices are in use) in the capacity API.
-    capacity_detail: bool = False
 
 
 def pod_paths(namespaces: Iterable[str]) -> list[str]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from jupyter_mig.api.slices import CapacityClient
 from jupyter_mig.hub.settings import SETTINGS_ENV, SliceSettings
 from jupyter_mig.hub.spawner import SliceOptions, SliceProfiles
+from jupyter_mig.slices.client import CapacityClient
 
 #: The scopes of the ``server`` role that every server token keeps.
 SERVER_SCOPES = ("access:servers!server", "users:activity!user")
@@ -29,16 +29,22 @@ def access_scope(settings: SliceSettings) -> str:
 
 def configure_hub(
     c: Any,
-    settings: SliceSettings,
+    settings: SliceSettings | None = None,
     profiles: list[dict[str, Any]] | None = None,
     listen: str | None = None,
 ) -> None:
     """Configure a JupyterHub (``c`` is the config object of ``jupyterhub_config.py``).
 
+    ``settings``: default ``c.SliceSettings`` (``controller_url`` is required).
+
     ``profiles``: the admin's KubeSpawner profiles; each gets the ``gpu_slice`` option.
     ``listen``: the restart service's listen address (``HOST:PORT``) when it differs from
     ``settings.service_url`` (e.g. ``0.0.0.0:10101`` behind a Kubernetes Service).
     """
+    if settings is None:
+        settings = SliceSettings(config=c)
+    if not settings.controller_url:
+        raise ValueError("set c.SliceSettings.controller_url to the jupyter-mig controller's URL")
     capacity = CapacityClient(settings.controller_url, settings.capacity_ttl)
     c.KubeSpawner.profile_list = SliceProfiles(settings, profiles, capacity)
     c.Spawner.apply_user_options = SliceOptions(settings, capacity)

@@ -6,8 +6,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from jupyter_mig.api.slices import SliceOption, SliceRefused
 from jupyter_mig.hub.settings import SliceSettings
+from jupyter_mig.slices.errors import SliceRefused
+from jupyter_mig.slices.policy import SliceOption
 
 
 class RateLimiter:

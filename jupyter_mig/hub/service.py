@@ -43,16 +43,13 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from jupyter_mig.api.body import BadBody, Field, parse_body
-from jupyter_mig.api.slices import (
-    CapacityClient,
-    CapacityError,
-    SliceRefused,
-    held_gb,
-    plan_slice,
-)
 from jupyter_mig.hub.limits import RateLimiter, check_total
 from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
-from jupyter_mig.mig.sizes import SizeError, parse_size
+from jupyter_mig.mig.sizes import parse_size
+from jupyter_mig.slices.client import CapacityClient
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT
+from jupyter_mig.slices.errors import SLICE_ERRORS, http_refusal
+from jupyter_mig.slices.policy import held_gb, plan_slice
 
 log = logging.getLogger("jupyter_mig.hub.service")
 
@@ -72,7 +69,6 @@ EVENT_STAGES = {
 }
 
 MAX_EVENTS = 100
-MAX_TIMEOUT = 3600.0
 #: The largest request body (a restart request is well under 1 KiB).
 MAX_BODY = 16 * 1024
 #: tornado HTTPServer settings: bounded bodies and buffers, and connections that send nothing
@@ -393,12 +389,8 @@ class Restarter:
                 check_total(
                     self.settings, option, held_gb([o for o in others if o != NO_GPU], capacity)
                 )
-            except SizeError as err:
-                raise RestartRefused(400, str(err)) from None
-            except SliceRefused as err:
-                raise RestartRefused(403, str(err)) from None
-            except CapacityError as err:
-                raise RestartRefused(503, f"cannot check GPU capacity: {err}") from None
+            except SLICE_ERRORS as err:
+                raise RestartRefused(*http_refusal(err)) from None
         previous = state.get("user_options") or {}
         return Restart(user, server, size, dict(previous), timeout)
 
@@ -565,8 +557,8 @@ class RestartHandler(_ApiHandler):
         if size is not None and not size.strip():
             raise self.fail(400, f"{OPTION} must be a size such as 10gb, or null for no GPU")
         timeout = body.get("timeout", self.restarter.settings.restart_timeout)
-        if not 0 < timeout <= MAX_TIMEOUT:
-            raise self.fail(400, f"timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
+        if not 0 < timeout <= MAX_RESTART_TIMEOUT:
+            raise self.fail(400, f"timeout must be between 0 and {MAX_RESTART_TIMEOUT:g} seconds")
         try:
             restart = await self.restarter.request(
                 str(self.caller["name"]), server, size.strip() if size else None, float(timeout)

@@ -1,73 +1,128 @@
 """The hub admin's choices, shared by the spawner hooks (hub process) and the restart service.
 
-The restart service is a separate process the hub starts, so the settings travel to it as JSON
-in one environment variable (:data:`SETTINGS_ENV`).
+``c.SliceSettings.<name>`` in ``jupyterhub_config.py`` (listed by ``jupyterhub --help-all``), or
+``SliceSettings(name=...)`` passed to :func:`jupyter_mig.hub.configure_hub`.  The restart service
+is a separate process the hub starts, so the settings travel to it as JSON in one environment
+variable (:data:`SETTINGS_ENV`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
-from jupyter_mig.api.slices import SlicePolicy
+from traitlets import Dict, Float, Integer, List, Unicode, validate
+from traitlets.config import Configurable
+
 from jupyter_mig.mig.sizes import parse_size
+from jupyter_mig.slices.contract import HUB_SETTINGS_ENV, MAX_RESTART_TIMEOUT, RESTART_TIMEOUT
+from jupyter_mig.slices.policy import SlicePolicy
 
 #: The ``user_options`` key (and KubeSpawner profile option) that carries the requested size.
 OPTION = "gpu_slice"
 #: The choice meaning "no GPU".
 NO_GPU = "none"
-SETTINGS_ENV = "JUPYTER_MIG_HUB_SETTINGS"
+SETTINGS_ENV = HUB_SETTINGS_ENV
 
 
-@dataclass(frozen=True)
-class SliceSettings:
-    """GPU slices on this hub: where the controller is, what users may ask for.
+class SliceSettings(Configurable):
+    """GPU slices on this hub: where the controller is, what users may ask for, and the limits
+    on what one user can make the cluster do (docs/security.md)."""
 
-    ``sizes``: the menu (empty: every plain size the cluster's GPUs offer).  ``max_size``: the
-    cap for everyone (None: no cap); ``max_size_by_group``: caps for members of these groups,
-    replacing ``max_size`` (a member of several groups gets the largest of their caps).
-    ``service_url``: where the hub and its proxy reach the restart service;
-    ``server_service_url``: where single-user servers reach it (default: ``service_url``).
+    controller_url = Unicode(
+        help="Base URL of the jupyter-mig controller (required), e.g. "
+        "http://jupyter-mig-controller.jupyter-mig.svc:8080."
+    ).tag(config=True)
+    sizes = List(
+        Unicode(),
+        help="The sizes users may pick (empty: every plain size the cluster's GPUs offer).",
+    ).tag(config=True)
+    max_size = Unicode(
+        None, allow_none=True, help="The largest slice anyone may take (None: no cap)."
+    ).tag(config=True)
+    max_size_by_group = Dict(
+        value_trait=Unicode(),
+        key_trait=Unicode(),
+        help="Caps for members of these groups, replacing max_size (a member of several groups "
+        "gets the largest of their caps).",
+    ).tag(config=True)
+    capacity_ttl = Float(5.0, help="Seconds a capacity answer of the controller is reused.").tag(
+        config=True
+    )
+    restart_timeout = Float(
+        RESTART_TIMEOUT,
+        help="Seconds a restart may take before the hub goes back to the previous slice "
+        f"(a request may ask for up to {MAX_RESTART_TIMEOUT:g}).",
+    ).tag(config=True)
+    service_name = Unicode(
+        "jupyter-mig", help="Name of the restart service (its URL path and its role)."
+    ).tag(config=True)
+    service_url = Unicode(
+        "http://127.0.0.1:10101", help="Where the hub and its proxy reach the restart service."
+    ).tag(config=True)
+    server_service_url = Unicode(
+        "",
+        help="Where single-user servers reach the restart service "
+        "(empty: service_url + /services/<service_name>/).",
+    ).tag(config=True)
+    max_total_size = Unicode(
+        None,
+        allow_none=True,
+        help="Cap on the nominal GB of the slices of all of a user's servers together, "
+        "e.g. 40gb (None: no limit).",
+    ).tag(config=True)
+    slice_changes_per_period = Integer(
+        10,
+        help="Restarts with another slice per user within slice_change_period (0: no limit).",
+    ).tag(config=True)
+    slice_change_period = Float(
+        3600.0, help="Seconds of the window slice_changes_per_period counts in."
+    ).tag(config=True)
+    max_concurrent_restarts = Integer(
+        10, help="Restarts in flight on the whole hub (at least 1)."
+    ).tag(config=True)
 
-    Limits on what one user can make the cluster do (docs/security.md): ``max_total_size``
-    (``"40gb"``; None: no limit) caps the nominal GB of the slices of all of a user's servers
-    together; ``slice_changes_per_period`` restarts with another slice per user within
-    ``slice_change_period`` seconds (0: no limit); ``max_concurrent_restarts`` on the whole hub.
-    """
-
-    controller_url: str
-    sizes: tuple[str, ...] = ()
-    max_size: str | None = None
-    max_size_by_group: Mapping[str, str] = field(default_factory=dict)
-    capacity_ttl: float = 5.0
-    restart_timeout: float = 600.0
-    service_name: str = "jupyter-mig"
-    service_url: str = "http://127.0.0.1:10101"
-    server_service_url: str = ""
-    max_total_size: str | None = None
-    slice_changes_per_period: int = 10
-    slice_change_period: float = 3600.0
-    max_concurrent_restarts: int = 10
-
-    def __post_init__(self) -> None:
-        for text in (*self.sizes, *self.max_size_by_group.values()):
+    @validate("sizes", "max_size_by_group", "max_size")
+    def _valid_sizes(self, proposal: Any) -> Any:
+        value = proposal["value"]
+        if isinstance(value, dict):
+            texts = list(value.values())
+        else:
+            texts = [value] if isinstance(value, str) else list(value or ())
+        for text in texts:
             parse_size(text)
-        if self.max_size is not None:
-            parse_size(self.max_size)
-        if self.restart_timeout <= 0 or self.capacity_ttl < 0:
-            raise ValueError("restart_timeout must be positive and capacity_ttl not negative")
-        if self.max_total_size is not None and parse_size(self.max_total_size).kind != "gb":
-            raise ValueError(
-                f"max_total_size must be nominal GB such as 40gb, not {self.max_total_size!r}"
-            )
-        if self.slice_changes_per_period < 0 or self.slice_change_period <= 0:
-            raise ValueError(
-                "slice_changes_per_period must not be negative and slice_change_period positive"
-            )
-        if self.max_concurrent_restarts < 1:
-            raise ValueError("max_concurrent_restarts must be at least 1")
+        return value
+
+    @validate("max_total_size")
+    def _valid_total(self, proposal: Any) -> str | None:
+        value: str | None = proposal["value"]
+        if value is not None and parse_size(value).kind != "gb":
+            raise ValueError(f"max_total_size must be nominal GB such as 40gb, not {value!r}")
+        return value
+
+    @validate("restart_timeout", "capacity_ttl", "slice_change_period")
+    def _valid_seconds(self, proposal: Any) -> float:
+        name, value = proposal["trait"].name, float(proposal["value"])
+        if value < 0 or (value == 0 and name != "capacity_ttl"):
+            raise ValueError(f"{name} must be positive (capacity_ttl: not negative), not {value}")
+        return value
+
+    @validate("slice_changes_per_period", "max_concurrent_restarts")
+    def _valid_counts(self, proposal: Any) -> int:
+        name, value = proposal["trait"].name, int(proposal["value"])
+        if value < (1 if name == "max_concurrent_restarts" else 0):
+            raise ValueError(f"{name} must be at least {int(name != 'slice_changes_per_period')}")
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by name (what :meth:`to_json` carries)."""
+        return {name: getattr(self, name) for name in sorted(self.trait_names(config=True))}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SliceSettings) and self.settings() == other.settings()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable like any traits object
 
     @property
     def max_total_gb(self) -> float | None:
@@ -81,7 +136,7 @@ class SliceSettings:
         )
         if not caps and self.max_size is not None:
             caps = (self.max_size,)
-        return SlicePolicy(sizes=self.sizes, maximum=caps)
+        return SlicePolicy(sizes=tuple(self.sizes), maximum=caps)
 
     @property
     def url_for_servers(self) -> str:
@@ -93,39 +148,14 @@ class SliceSettings:
         return base if base.endswith("/") else base + "/"
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "controller_url": self.controller_url,
-                "sizes": list(self.sizes),
-                "max_size": self.max_size,
-                "max_size_by_group": dict(self.max_size_by_group),
-                "capacity_ttl": self.capacity_ttl,
-                "restart_timeout": self.restart_timeout,
-                "service_name": self.service_name,
-                "service_url": self.service_url,
-                "server_service_url": self.server_service_url,
-                "max_total_size": self.max_total_size,
-                "slice_changes_per_period": self.slice_changes_per_period,
-                "slice_change_period": self.slice_change_period,
-                "max_concurrent_restarts": self.max_concurrent_restarts,
-            }
-        )
+        return json.dumps(self.settings())
 
     @staticmethod
     def from_json(text: str) -> SliceSettings:
         data: dict[str, Any] = json.loads(text)
-        return SliceSettings(
-            controller_url=str(data["controller_url"]),
-            sizes=tuple(data.get("sizes", ())),
-            max_size=data.get("max_size"),
-            max_size_by_group=dict(data.get("max_size_by_group", {})),
-            capacity_ttl=float(data.get("capacity_ttl", 5.0)),
-            restart_timeout=float(data.get("restart_timeout", 600.0)),
-            service_name=str(data.get("service_name", "jupyter-mig")),
-            service_url=str(data.get("service_url", "http://127.0.0.1:10101")),
-            server_service_url=str(data.get("server_service_url", "")),
-            max_total_size=data.get("max_total_size"),
-            slice_changes_per_period=int(data.get("slice_changes_per_period", 10)),
-            slice_change_period=float(data.get("slice_change_period", 3600.0)),
-            max_concurrent_restarts=int(data.get("max_concurrent_restarts", 10)),
-        )
+        if not isinstance(data, dict) or not data.get("controller_url"):
+            raise ValueError("the settings name no controller_url")
+        unknown = set(data) - set(SliceSettings.class_trait_names(config=True))
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        return SliceSettings(**data)

@@ -19,24 +19,23 @@ from jupyter_mig.api.constants import (
     INTERACTIVE_ANNOTATION,
     MIG_RESOURCE_PREFIX,
 )
-from jupyter_mig.api.slices import (
+from jupyter_mig.hub.limits import check_total
+from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
+from jupyter_mig.mig.sizes import SizeError, parse_size
+from jupyter_mig.slices import contract as env_names
+from jupyter_mig.slices.client import CapacityClient
+from jupyter_mig.slices.errors import SLICE_ERRORS, CapacityError, SliceRefused, http_refusal
+from jupyter_mig.slices.policy import (
     BUSY,
     FREE,
     REPARTITION,
-    CapacityClient,
-    CapacityError,
     SliceOption,
     SlicePolicy,
-    SliceRefused,
     held_gb,
     menu_entries,
     plan_slice,
 )
-from jupyter_mig.hub.limits import check_total
-from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
-from jupyter_mig.mig.sizes import SizeError, parse_size
 
-_ENV_PREFIX = "JUPYTER_MIG_"
 #: The key under which a dict-valued ``node_affinity_required`` gets our term.
 AFFINITY_KEY = "jupyter-mig"
 
@@ -60,18 +59,18 @@ def slice_environment(
 ) -> dict[str, str]:
     """What the single-user server's extension reads (docs/hub.md lists each variable)."""
     env = {
-        "JUPYTER_MIG_CONTROLLER_URL": settings.controller_url,
-        "JUPYTER_MIG_SERVICE_URL": settings.url_for_servers,
-        "JUPYTER_MIG_ALLOWED_SIZES": ",".join(policy.sizes),
-        "JUPYTER_MIG_MAX_SIZE": ",".join(policy.maximum),
+        env_names.CONTROLLER_URL_ENV: settings.controller_url,
+        env_names.SERVICE_URL_ENV: settings.url_for_servers,
+        env_names.ALLOWED_SIZES_ENV: ",".join(policy.sizes),
+        env_names.MAX_SIZE_ENV: ",".join(policy.maximum),
     }
     if option is not None:
         env.update(
             {
-                "JUPYTER_MIG_SIZE": option.size,
-                "JUPYTER_MIG_SLICE": option.profile,
-                "JUPYTER_MIG_RESOURCE": option.resource,
-                "JUPYTER_MIG_MODELS": ",".join(option.models),
+                env_names.SIZE_ENV: option.size,
+                env_names.SLICE_ENV: option.profile,
+                env_names.RESOURCE_ENV: option.resource,
+                env_names.MODELS_ENV: ",".join(option.models),
             }
         )
     return env
@@ -127,7 +126,7 @@ def apply_slice(
     Traits are replaced, never mutated in place: their default values may be shared config.
     """
     spawner.environment = {
-        **{k: v for k, v in spawner.environment.items() if not k.startswith(_ENV_PREFIX)},
+        **{k: v for k, v in spawner.environment.items() if not k.startswith(env_names.ENV_PREFIX)},
         **slice_environment(settings, policy, option),
     }
     if not hasattr(spawner, "extra_resource_limits"):  # not a KubeSpawner: environment only
@@ -181,12 +180,8 @@ class SliceOptions:
             parse_size(size)
             capacity = await self.capacity.get()
             return plan_slice(size, capacity, policy)
-        except SizeError as err:
-            raise _http_error(400, str(err)) from None
-        except SliceRefused as err:
-            raise _http_error(403, str(err)) from None
-        except CapacityError as err:
-            raise _http_error(503, f"cannot check GPU capacity: {err}") from None
+        except SLICE_ERRORS as err:
+            raise _http_error(*http_refusal(err)) from None
 
     async def check_total(self, spawner: Any, option: SliceOption) -> None:
         """Refuse (403) what would take the user's active servers over ``max_total_size``."""
@@ -200,10 +195,8 @@ class SliceOptions:
                     others.append(size)  # held_gb counts what still resolves
         try:
             check_total(self.settings, option, held_gb(others, await self.capacity.get()))
-        except SliceRefused as err:
-            raise _http_error(403, str(err)) from None
-        except CapacityError as err:
-            raise _http_error(503, f"cannot check GPU capacity: {err}") from None
+        except (SliceRefused, CapacityError) as err:
+            raise _http_error(*http_refusal(err)) from None
 
     async def __call__(self, spawner: Any, user_options: Mapping[str, Any]) -> None:
         policy = self.settings.policy_for(user_groups(spawner))

@@ -13,8 +13,16 @@ from typing import Any
 from traitlets import Float, List, Unicode, default, validate
 from traitlets.config import Configurable
 
-from jupyter_mig.api.slices import SlicePolicy, split_list
 from jupyter_mig.mig.sizes import SizeError, parse_size
+from jupyter_mig.slices.contract import (
+    ALLOWED_SIZES_ENV,
+    CONTROLLER_URL_ENV,
+    MAX_RESTART_TIMEOUT,
+    MAX_SIZE_ENV,
+    RESTART_TIMEOUT,
+    SERVICE_URL_ENV,
+)
+from jupyter_mig.slices.policy import SlicePolicy, split_list
 
 
 class JupyterMig(Configurable):
@@ -22,7 +30,7 @@ class JupyterMig(Configurable):
 
     controller_url = Unicode(
         help="Base URL of the jupyter-mig controller (its capacity API is /api/v1/capacity). "
-        "Default: $JUPYTER_MIG_CONTROLLER_URL."
+        f"Default: ${CONTROLLER_URL_ENV}."
     ).tag(config=True)
 
     capacity_ttl = Float(
@@ -32,24 +40,24 @@ class JupyterMig(Configurable):
     allowed_sizes = List(
         Unicode(),
         help="Sizes users may ask for (empty: every size the cluster's GPUs offer). "
-        "Default: $JUPYTER_MIG_ALLOWED_SIZES (comma-separated).",
+        f"Default: ${ALLOWED_SIZES_ENV} (comma-separated).",
     ).tag(config=True)
 
     max_size = List(
         Unicode(),
         help="The largest slice this user may ask for; several entries: any of them. "
-        "Default: $JUPYTER_MIG_MAX_SIZE (comma-separated).",
+        f"Default: ${MAX_SIZE_ENV} (comma-separated).",
     ).tag(config=True)
 
     service_url = Unicode(
         help="URL of the hub's jupyter-mig restart service, which restarts this server with "
-        "another slice. Default: $JUPYTER_MIG_SERVICE_URL."
+        f"another slice. Default: ${SERVICE_URL_ENV}."
     ).tag(config=True)
 
     restart_timeout = Float(
-        600.0,
+        RESTART_TIMEOUT,
         help="Default seconds the hub waits for the restarted server before going back to the "
-        "previous slice.",
+        f"previous slice (a request may ask for up to {MAX_RESTART_TIMEOUT:g}).",
     ).tag(config=True)
 
     request_timeout = Float(
@@ -58,19 +66,19 @@ class JupyterMig(Configurable):
 
     @default("controller_url")
     def _controller_url_default(self) -> str:
-        return os.environ.get("JUPYTER_MIG_CONTROLLER_URL", "")
+        return os.environ.get(CONTROLLER_URL_ENV, "")
 
     @default("allowed_sizes")
     def _allowed_sizes_default(self) -> list[str]:
-        return list(split_list(os.environ.get("JUPYTER_MIG_ALLOWED_SIZES")))
+        return list(split_list(os.environ.get(ALLOWED_SIZES_ENV)))
 
     @default("max_size")
     def _max_size_default(self) -> list[str]:
-        return list(split_list(os.environ.get("JUPYTER_MIG_MAX_SIZE")))
+        return list(split_list(os.environ.get(MAX_SIZE_ENV)))
 
     @default("service_url")
     def _service_url_default(self) -> str:
-        return os.environ.get("JUPYTER_MIG_SERVICE_URL", "")
+        return os.environ.get(SERVICE_URL_ENV, "")
 
     @validate("allowed_sizes", "max_size")
     def _valid_sizes(self, proposal: Any) -> list[str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jupyter_mig.api.slices import split_list
+from jupyter_mig.slices.contract import MODELS_ENV, RESOURCE_ENV, SIZE_ENV, SLICE_ENV
+from jupyter_mig.slices.policy import split_list
 
 _NO_DEVICES = ("", "void", "none")
 
@@ -24,14 +25,14 @@ def visible_devices(env: Mapping[str, str]) -> list[str]:
 
 def slice_from_env(env: Mapping[str, str]) -> dict[str, Any] | None:
     """The slice the hub gave this server, or None when it runs without one."""
-    profile = env.get("JUPYTER_MIG_SLICE", "").strip()
+    profile = env.get(SLICE_ENV, "").strip()
     if not profile:
         return None
     return {
-        "size": env.get("JUPYTER_MIG_SIZE", "") or profile,
+        "size": env.get(SIZE_ENV, "") or profile,
         "profile": profile,
-        "resource": env.get("JUPYTER_MIG_RESOURCE", ""),
-        "models": list(split_list(env.get("JUPYTER_MIG_MODELS"))),
+        "resource": env.get(RESOURCE_ENV, ""),
+        "models": list(split_list(env.get(MODELS_ENV))),
     }
 
 

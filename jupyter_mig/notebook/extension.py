@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from jupyter_mig.api.slices import CapacityClient
 from jupyter_mig.notebook.config import JupyterMig
 from jupyter_mig.notebook.handlers import SETTINGS_KEY, ExtensionState, handlers
+from jupyter_mig.slices.client import CapacityClient
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:

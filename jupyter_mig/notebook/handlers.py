@@ -22,24 +22,23 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from jupyter_mig.api.body import BadBody, Field, parse_body
-from jupyter_mig.api.slices import (
-    Capacity,
-    CapacityClient,
-    CapacityError,
-    SlicePolicy,
-    SliceRefused,
-    offered_sizes,
-    plan_slice,
-    slice_options,
-)
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.notebook.config import JupyterMig
 from jupyter_mig.notebook.current import current_slice
 from jupyter_mig.notebook.restart import (
-    MAX_TIMEOUT,
     NOT_RESTARTABLE,
     HubRestartClient,
     RestartServiceError,
+)
+from jupyter_mig.slices.client import CapacityClient
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT
+from jupyter_mig.slices.errors import SLICE_ERRORS, CapacityError, SliceRefused, http_refusal
+from jupyter_mig.slices.policy import (
+    Capacity,
+    SlicePolicy,
+    offered_sizes,
+    plan_slice,
+    slice_options,
 )
 
 NAMESPACE = "jupyter-mig"
@@ -96,7 +95,7 @@ class _Handler(APIHandler):
         try:
             return await self.state.capacity.get()
         except CapacityError as err:
-            raise _error(503 if err.unreachable else 502, str(err)) from None
+            raise _error(*http_refusal(err)) from None
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -163,10 +162,8 @@ class SliceHandler(_Handler):
         try:
             parse_size(size)
             option = plan_slice(size, await self.capacity(), self.state.config.policy)
-        except SizeError as err:
-            raise _error(400, str(err)) from None
-        except SliceRefused as err:
-            raise _error(403, str(err)) from None
+        except SLICE_ERRORS as err:
+            raise _error(*http_refusal(err)) from None
         if body.get("dry_run", False):
             self.reply({"plan": option.to_json(), "current": current_slice(os.environ)["slice"]})
             return
@@ -197,8 +194,8 @@ class SliceHandler(_Handler):
             )
         if timeout is None:
             timeout = self.state.config.restart_timeout
-        if not 0 < timeout <= MAX_TIMEOUT:
-            raise _error(400, f"timeout must be between 0 and {MAX_TIMEOUT:g} seconds")
+        if not 0 < timeout <= MAX_RESTART_TIMEOUT:
+            raise _error(400, f"timeout must be between 0 and {MAX_RESTART_TIMEOUT:g} seconds")
         client = self.state.restart_client()
         if client is None:
             raise _error(409, NOT_RESTARTABLE)

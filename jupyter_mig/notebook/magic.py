@@ -26,13 +26,14 @@ from IPython.display import display
 
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.notebook.client import ClientError, ServerClient
-from jupyter_mig.notebook.restart import MAX_TIMEOUT, NOT_RESTARTABLE
+from jupyter_mig.notebook.restart import NOT_RESTARTABLE
 from jupyter_mig.notebook.widget import (
     GpuSlicePicker,
     describe_plan,
     display_data,
     start_change,
 )
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT
 
 
 @magics_class
@@ -65,9 +66,9 @@ class GpuSliceMagics(Magics):
     @magic_arguments.argument(
         "--timeout",
         type=float,
-        default=600.0,
+        default=RESTART_TIMEOUT,
         help="seconds the hub waits for the new server before going back to the current slice "
-        f"(default 600, at most {MAX_TIMEOUT:g})",
+        f"(default {RESTART_TIMEOUT:g}, at most {MAX_RESTART_TIMEOUT:g})",
     )
     @magic_arguments.argument("--help", "-h", action="store_true", help="show this help")
     @line_magic
@@ -83,9 +84,9 @@ class GpuSliceMagics(Magics):
         size = " ".join(args.size).strip() or None
         if args.release and size:
             raise UsageError("give a size or --release, not both")
-        if not 0 < args.timeout <= MAX_TIMEOUT:
+        if not 0 < args.timeout <= MAX_RESTART_TIMEOUT:
             raise UsageError(
-                f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT:g}"
+                f"--timeout must be a positive number of seconds, at most {MAX_RESTART_TIMEOUT:g}"
             )
         if size:
             try:

@@ -15,8 +15,6 @@ from urllib.parse import quote, urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-#: The longest a restart may take before the hub goes back to the previous slice (seconds).
-MAX_TIMEOUT = 3600.0
 #: Why a server cannot change its slice, with what the user can do and what to ask the admin for.
 NOT_RESTARTABLE = (
     "this server cannot change its GPU slice: it was not started by a JupyterHub set up for "

@@ -19,7 +19,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from jupyter_mig.notebook.client import ClientError, ServerClient
-from jupyter_mig.notebook.restart import MAX_TIMEOUT
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT
 
 STAGES = ("queued", "repartitioning", "scheduled", "starting", "ready")
 REQUEST_MIME = "application/vnd.jupyter-mig.slice-request+json"
@@ -122,13 +122,13 @@ class GpuSlicePicker(widgets.VBox):  # type: ignore[misc]
         self,
         client: ServerClient | None = None,
         refresh_seconds: float = 0.0,
-        timeout: float = 600.0,
+        timeout: float = RESTART_TIMEOUT,
     ) -> None:
         # Set first: ipywidgets calls close() from __del__ even when __init__ raised.
         self._summary = ""
         self._stop = threading.Event()
-        if not 0 < timeout <= MAX_TIMEOUT:
-            raise ValueError(f"timeout must be above 0 and at most {MAX_TIMEOUT:g} seconds")
+        if not 0 < timeout <= MAX_RESTART_TIMEOUT:
+            raise ValueError(f"timeout must be above 0 and at most {MAX_RESTART_TIMEOUT:g} seconds")
         if refresh_seconds < 0:
             raise ValueError("refresh_seconds must be 0 (no automatic refresh) or more")
         self.client = client or ServerClient.discover()

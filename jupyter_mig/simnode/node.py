@@ -1,5 +1,6 @@
-"""One simulated GPU node: registration and heartbeats, the device plugin, the kubelet's pod
-work and the pod-resources API, against a real API server.
+"""One simulated GPU node against a real API server: the kubelet's pod work and the
+pod-resources API here; registration and heartbeats in :mod:`.registration`, the device plugin
+in :mod:`.deviceplugin`.
 
 Two threads per node.  The *watch* thread lists and watches the pods bound to the node and
 reconciles each (admit, report status, stop and delete).  The *tick* thread, twice a second,
@@ -16,8 +17,6 @@ import fcntl
 import json
 import logging
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -26,10 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from jupyter_mig.api import constants as c
-from jupyter_mig.deviceplugin import nvidia
-from jupyter_mig.deviceplugin.kubelet import DevicePluginError, DevicePluginHost
+from jupyter_mig.deviceplugin.kubelet import DevicePluginError
 from jupyter_mig.kube.client import (
-    MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     Kube,
     KubeError,
@@ -39,10 +36,9 @@ from jupyter_mig.kube.watch import ListWatch
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.nvml import simgpu
 from jupyter_mig.podresources.client import DeviceAssignment
-from jupyter_mig.simnode.devices import DeviceTable, node_capacity, read_device_table
-from jupyter_mig.simnode.devices import refresh_stamp as read_refresh_stamp
+from jupyter_mig.simnode.deviceplugin import DeviceAdvertiser
+from jupyter_mig.simnode.devices import read_device_table
 from jupyter_mig.simnode.pods import (
-    NODE_IP,
     AdmissionError,
     ContainerRun,
     PodRecord,
@@ -55,7 +51,8 @@ from jupyter_mig.simnode.pods import (
     restart_wanted,
     status_differs,
 )
-from jupyter_mig.simnode.processes import Processes, command_line, container_env, proc_start_time
+from jupyter_mig.simnode.processes import Processes, command_line, container_env
+from jupyter_mig.simnode.registration import NodeRegistration
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +60,8 @@ ALLOCATIONS_FILE = "allocations.json"
 DIR_LOCK_FILE = "sim-node.lock"
 SOCKET_FILE = "pod-resources.sock"
 PODS_DIR = "pods"
-DEVICE_PLUGINS_DIR = "device-plugins"  # the kubelet's /var/lib/kubelet/device-plugins
-PLUGIN_PID_FILE = "nvidia-device-plugin.pid"
-PLUGIN_LOG_FILE = "nvidia-device-plugin.log"
-LEASE_NAMESPACE = "kube-node-lease"
-LEASE_SECONDS = 40
 #: Longest a pod's processes get between SIGTERM and SIGKILL (keeps deletions quick).
 MAX_GRACE_SECONDS = 10.0
-#: Pause before retrying a failed device-plugin read.
-RETRY_SECONDS = 2.0
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
@@ -146,22 +136,17 @@ class SimNode:
         self._kube = Kube(self._api, field_manager=None)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._devices_read = threading.Event()  # the device plugin has registered its devices
         self._threads: list[threading.Thread] = []
         self._server: Any = None
         self._processes = Processes()
+        self._registration = NodeRegistration(self._kube, config)
+        self._devices = DeviceAdvertiser(
+            self._kube, config, self._registration, self._processes, self._lock
+        )
         self._records: dict[str, PodRecord] = {}
         self._stop_deadlines: dict[str, float] = {}  # uid -> SIGKILL time of a stopping pod
         self._pods: dict[str, dict[str, Any]] = {}  # uid -> last seen pod
-        self._advertised: DeviceTable = {}
-        self._seen_refresh: float | None = None
-        self._refresh_due: float | None = None
-        self._next_heartbeat = 0.0
-        self._ready_since = now()
-        self._node_uid: str | None = None
         self._dir_lock: IO[str] | None = None
-        self._plugin_host: DevicePluginHost | None = None
-        self._plugin: subprocess.Popen[bytes] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -174,11 +159,8 @@ class SimNode:
         (self.dir / PODS_DIR).mkdir(exist_ok=True)
         self._records = _load_records(self.dir / ALLOCATIONS_FILE)
         self._mark_busy()
-        self._server = serve(self.dir / SOCKET_FILE, self._assignments, self._allocatable)
-        if self.config.device_plugin == "nvidia":
-            self._start_nvidia_plugin()
-        self._seen_refresh = read_refresh_stamp(self.dir)
-        self._refresh_due = time.monotonic()  # the device plugin reads the devices at start
+        self._server = serve(self.dir / SOCKET_FILE, self._assignments, self._devices.allocatable)
+        self._devices.start()
         for target, name in ((self._tick_loop, "tick"), (self._watch_loop, "watch")):
             thread = threading.Thread(target=target, name=f"{self.config.name}-{name}", daemon=True)
             thread.start()
@@ -193,11 +175,7 @@ class SimNode:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._server is not None:
             self._server.stop(grace=None)
-        if self._plugin is not None:
-            self._plugin.terminate()
-            self._plugin.wait(timeout=timeout)
-        if self._plugin_host is not None:
-            self._plugin_host.stop()
+        self._devices.stop(timeout)
         self._api.close()
         if self._dir_lock is not None:
             self._dir_lock.close()  # releases the flock: a successor may start
@@ -234,10 +212,6 @@ class SimNode:
                 for container, resource, device in record.devices
             ]
 
-    def _allocatable(self) -> dict[str, list[str]]:
-        with self._lock:
-            return {resource: list(ids) for resource, ids in self._advertised.items()}
-
     # -- persistence -------------------------------------------------------------------------
 
     def _save(self) -> None:
@@ -248,184 +222,15 @@ class SimNode:
         """The devices pods hold have processes on them: NVML refuses to destroy them."""
         simgpu.set_busy(self.dir, (d for r in self._records.values() for _c, _r, d in r.devices))
 
-    # -- node, heartbeat, device plugin ------------------------------------------------------
-
-    def _register(self) -> None:
-        labels = self.config.node_labels()
-        node = self._kube.get(self._node_path())
-        if node is None:
-            node = self._kube.request(
-                "POST",
-                "/api/v1/nodes",
-                body={"metadata": {"name": self.config.name, "labels": labels}},
-            )
-            log.info("%s: registered the Node", self.config.name)
-        else:
-            current = node["metadata"].get("labels") or {}
-            if any(current.get(k) != v for k, v in labels.items()):
-                self._kube.request(
-                    "PATCH",
-                    self._node_path(),
-                    body={"metadata": {"labels": labels}},
-                    content_type=STRATEGIC_MERGE_PATCH,
-                )
-        self._node_uid = node["metadata"]["uid"]
-        status = node.get("status") or {}
-        # Like a kubelet: cpu/memory/pods at once; MIG devices when the device plugin reports.
-        capacity = {**(status.get("capacity") or {}), **self.config.base_capacity()}
-        self._patch_node_status(
-            {
-                "capacity": capacity,
-                "allocatable": capacity,
-                "addresses": [
-                    {"type": "InternalIP", "address": NODE_IP},
-                    {"type": "Hostname", "address": self.config.name},
-                ],
-                "nodeInfo": {
-                    "architecture": "amd64",
-                    "operatingSystem": "linux",
-                    "kubeletVersion": "v1.0.0-jupyter-mig-sim",
-                    "kubeProxyVersion": "",
-                    "containerRuntimeVersion": "sim://0",
-                    "osImage": "jupyter-mig simulated node",
-                    "kernelVersion": "",
-                    "machineID": self.config.name,
-                    "systemUUID": self.config.name,
-                    "bootID": self.config.name,
-                },
-                **self._ready_status(),
-            }
-        )
-
-    def _ready_status(self) -> dict[str, Any]:
-        stamp = now()
-        return {
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "jupyter-mig simulated kubelet is posting ready status",
-                    "lastHeartbeatTime": stamp,
-                    "lastTransitionTime": self._ready_since,
-                }
-            ]
-        }
-
-    def _node_path(self) -> str:
-        return f"/api/v1/nodes/{self.config.name}"
-
-    def _patch_node_status(self, status: Mapping[str, Any]) -> None:
-        self._kube.request(
-            "PATCH",
-            f"{self._node_path()}/status",
-            body={"status": status},
-            content_type=STRATEGIC_MERGE_PATCH,
-        )
-
-    def _heartbeat(self) -> None:
-        if self._node_uid is None:
-            self._register()
-        try:
-            self._patch_node_status(self._ready_status())
-        except KubeError as err:
-            if err.status != 404:
-                raise
-            self._node_uid = None  # the Node was deleted: register again on the next beat
-            return
-        self._renew_lease()
-
-    def _renew_lease(self) -> None:
-        renew = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        spec = {
-            "holderIdentity": self.config.name,
-            "leaseDurationSeconds": LEASE_SECONDS,
-            "renewTime": renew,
-        }
-        leases = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
-        if self._kube.patch(f"{leases}/{self.config.name}", {"spec": spec}, MERGE_PATCH) is None:
-            owner = {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": self.config.name,
-                "uid": self._node_uid,
-            }
-            self._kube.request(
-                "POST",
-                leases,
-                body={
-                    "metadata": {"name": self.config.name, "ownerReferences": [owner]},
-                    "spec": spec,
-                },
-            )
-
-    def _start_nvidia_plugin(self) -> None:
-        """NVIDIA's device plugin on this node's GPUs; one left by a killed predecessor (its
-        pid in DIR) is ended first, so one plugin serves the node's sockets."""
-        pid_file = self.dir / PLUGIN_PID_FILE
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            pid, start_time = (int(part) for part in pid_file.read_text().split())
-            self._processes.kill(pid, start_time)
-        self._plugin_host = DevicePluginHost(self.dir / DEVICE_PLUGINS_DIR)
-        self._plugin_host.start()
-        with open(self.dir / PLUGIN_LOG_FILE, "ab") as log_file:
-            self._plugin = nvidia.start(self.dir, self._plugin_host.directory, log_file)
-        pid_file.write_text(f"{self._plugin.pid} {proc_start_time(self._plugin.pid)}\n")
-
-    def _refresh_devices(self) -> None:
-        """Advertise the MIG devices as Node capacity: those NVIDIA's plugin lists, or (the
-        built-in plugin) those in the simulated GPUs' state now."""
-        if self._plugin_host is not None:
-            table = self._plugin_host.advertised()
-        else:
-            table = read_device_table(self.dir)
-        node = self._kube.request("GET", self._node_path())
-        on_node = (node.get("status") or {}).get("capacity") or {}
-        capacity = node_capacity(table, on_node, self.config.base_capacity())
-        with self._lock:  # known to the kubelet before the scheduler can place pods on them
-            self._advertised = table
-        self._patch_node_status({"capacity": capacity, "allocatable": capacity})
-        log.info(
-            "%s: advertising %s",
-            self.config.name,
-            {r: len(ids) for r, ids in table.items()} or "no MIG devices",
-        )
-
     # -- the tick thread ---------------------------------------------------------------------
 
     def _tick_loop(self) -> None:
         while not self._wait(0.5):
-            for step in (self._tick_heartbeat, self._tick_devices, self._tick_processes):
+            for step in (self._registration.tick, self._devices.tick, self._tick_processes):
                 try:
                     step()
                 except Exception as err:  # an unreachable API server must not end the node
                     log.warning("%s: %s failed: %s", self.config.name, step.__name__, err)
-
-    def _tick_heartbeat(self) -> None:
-        if time.monotonic() < self._next_heartbeat:
-            return
-        # the next beat is due one interval on, also after a failed one (no retry storm)
-        self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
-        self._heartbeat()
-
-    def _tick_devices(self) -> None:
-        stamp = read_refresh_stamp(self.dir)
-        if stamp != self._seen_refresh:
-            self._seen_refresh = stamp
-            self._refresh_due = time.monotonic() + self.config.refresh_delay
-            if self._plugin is not None:  # it re-reads NVML on SIGHUP, in its own time
-                self._plugin.send_signal(signal.SIGHUP)
-                self._refresh_due = None
-        if self._plugin_host is not None and self._plugin_host.advertised() != self._advertised:
-            self._refresh_due = time.monotonic()  # the plugin's list changed: the kubelet's too
-        if self._refresh_due is None or time.monotonic() < self._refresh_due:
-            return
-        if self._node_uid is None:
-            return  # not registered yet: the heartbeat registers first
-        self._refresh_due = time.monotonic() + RETRY_SECONDS  # should this attempt fail
-        self._refresh_devices()
-        self._refresh_due = None
-        self._devices_read.set()
 
     def _tick_processes(self) -> None:
         """Notice exits, restart per restartPolicy, finish stopping pods."""
@@ -483,7 +288,7 @@ class SimNode:
     def _watch_loop(self) -> None:
         # Admit pods only once the device plugin has advertised: a kubelet whose plugin has not
         # registered yet fails GPU pods with UnexpectedAdmissionError, which helps nobody here.
-        while not self._devices_read.wait(0.5):
+        while not self._devices.read.wait(0.5):
             if self._stopping.is_set():
                 return
         ListWatch(
@@ -556,8 +361,8 @@ class SimNode:
         present = {d for ids in read_device_table(self.dir).values() for d in ids}
         taken = {d for r in self._records.values() for _c, _r, d in r.devices}
         try:
-            record.devices = allocate(device_requests(pod), self._advertised, present, taken)
-            record.envs = self._plugin_envs(record.devices)
+            record.devices = allocate(device_requests(pod), self._devices.table, present, taken)
+            record.envs = self._devices.container_envs(record.devices)
         except (AdmissionError, DevicePluginError) as err:
             record.admission_error = str(err)
             log.warning("%s: %s rejected: %s", self.config.name, record.key, err)
@@ -576,19 +381,6 @@ class SimNode:
                 [d for _c, _r, d in record.devices] or "no MIG device",
             )
         return record
-
-    def _plugin_envs(self, devices: list[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
-        """Each container's environment from NVIDIA's plugin's ``Allocate`` answer."""
-        if self._plugin_host is None:
-            return {}
-        requests: dict[tuple[str, str], list[str]] = {}
-        for container, resource, device in devices:
-            requests.setdefault((container, resource), []).append(device)
-        envs: dict[str, dict[str, str]] = {}
-        for (container, resource), ids in sorted(requests.items()):
-            answer = self._plugin_host.allocate(resource, ids)
-            envs.setdefault(container, {}).update(answer.envs)
-        return envs
 
     def _pod_dir(self, record: PodRecord) -> Path:
         return self.dir / PODS_DIR / record.uid

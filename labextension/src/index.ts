@@ -22,7 +22,12 @@ import { ClusterPanel } from './panel';
 import { RestartProgress } from './progressview';
 import { IRestartState } from './progress';
 import { restartWithSlice } from './restart';
-import { IKeyValueStore, RequestLedger, RunRequest } from './slicerequest';
+import {
+  IKeyValueStore,
+  RequestLedger,
+  RESTART_TIMEOUT_S,
+  RunRequest
+} from './slicerequest';
 import { sliceRequestRendererFactory } from './slicerequestview';
 import { SliceStatus } from './statusbar';
 import { ICapacity } from './types';
@@ -35,9 +40,9 @@ namespace CommandIDs {
   export const openPanel = 'jupyter-mig:open-panel';
 }
 
-/** Poll every 1.5 s; give the hub 10 min (pulling an image can be slow). */
+/** Poll every 1.5 s; give the hub its restart timeout (pulling an image can be slow). */
 const POLL_MS = 1500;
-const RESTART_TIMEOUT_MS = 10 * 60 * 1000;
+const RESTART_TIMEOUT_MS = RESTART_TIMEOUT_S * 1000;
 /** After this many unanswered polls (the old server is gone) the hub's own page takes over. */
 const HANDOVER_AFTER = 3;
 

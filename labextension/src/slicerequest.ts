@@ -17,7 +17,12 @@
 
 export const SLICE_REQUEST_MIME = 'application/vnd.jupyter-mig.slice-request+json';
 
-/** The server extension's limit on a restart's timeout (seconds). */
+/**
+ * The restart limits (seconds), mirroring jupyter_mig/slices/contract.py:
+ * the default wait for a restarted server (`RESTART_TIMEOUT`) and the most a
+ * request may ask for (`MAX_RESTART_TIMEOUT`).
+ */
+export const RESTART_TIMEOUT_S = 600;
 export const MAX_TIMEOUT_S = 3600;
 
 const MAX_SIZE_LENGTH = 64;

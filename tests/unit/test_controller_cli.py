@@ -10,8 +10,9 @@ import pytest
 
 from jupyter_mig.cli import main
 from jupyter_mig.controller import events as ev
-from jupyter_mig.controller.cli import duration, listen_address, namespace_list
+from jupyter_mig.controller.cli import listen_address
 from jupyter_mig.controller.manager import event_body
+from jupyter_mig.controller.settings import duration, namespace_list
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Sizes planned against a capacity document under a policy (jupyter_mig.api.slices)."""
+"""Sizes planned against a capacity document under a policy (jupyter_mig.slices.policy)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import examples
 
-from jupyter_mig.api.slices import (
+from jupyter_mig.mig.models import BUILTIN_MODELS, MODELS, GpuModel
+from jupyter_mig.mig.sizes import SizeError, nominal_gb, parse_size
+from jupyter_mig.slices.errors import CapacityError, SliceRefused
+from jupyter_mig.slices.policy import (
     BUSY,
     FREE,
     REPARTITION,
     Capacity,
-    CapacityError,
     SlicePolicy,
-    SliceRefused,
     menu_entries,
     offered_sizes,
     parse_capacity,
     plan_slice,
     slice_options,
 )
-from jupyter_mig.mig.models import BUILTIN_MODELS, MODELS, GpuModel
-from jupyter_mig.mig.sizes import SizeError, nominal_gb, parse_size
 
 
 def document(*models: tuple[str, dict[str, tuple[int, int, int]]]) -> Capacity:

@@ -22,9 +22,9 @@ from tornado.web import HTTPError
 from traitlets.config import Config
 
 from jupyter_mig.api.constants import GPU_PRODUCT_LABEL, INTERACTIVE_ANNOTATION
-from jupyter_mig.api.slices import CapacityClient
 from jupyter_mig.hub import SliceOptions, SliceProfiles, SliceSettings, configure_hub
 from jupyter_mig.mig.models import MODELS
+from jupyter_mig.slices.client import CapacityClient
 
 
 @pytest.fixture
@@ -262,6 +262,15 @@ def test_sizes_off_the_menu_are_refused(controller: Controller) -> None:
     # A profile name that one of the menu sizes resolves to is the same slice: allowed.
     pod = spawn(make_spawner(), settings, {"gpu_slice": "1g.10gb"})
     assert "nvidia.com/mig-1g.10gb" in limits_of(pod)
+
+
+def test_a_broken_controller_answer_is_the_same_502_as_on_the_notebook_server(
+    controller: Controller,
+) -> None:
+    controller.document = {"not": "capacity"}
+    err = refusal(make_spawner(), settings_for(controller), {"gpu_slice": "10gb"})
+    assert err.status_code == 502
+    assert "models" in (err.log_message or "")
 
 
 def test_an_unreachable_controller_refuses_a_gpu_but_not_a_plain_server() -> None:

@@ -18,13 +18,14 @@ TESTS = ROOT / "tests"
 #: The parts that talk to each other only through the API server or HTTP, never by import.
 PARTS = frozenset({"controller", "agent", "notebook", "hub", "simnode"})
 #: The ground floor: shared by the parts, importing none of them.
-GROUND = frozenset({"mig", "errors", "api", "kube", "nvml", "podresources"})
+GROUND = frozenset({"mig", "errors", "api", "slices", "kube", "nvml", "podresources"})
 #: What each ground-floor package may import of the project (besides itself).
 GROUND_ALLOWED: dict[str, frozenset[str]] = {
     "mig": frozenset(),
     "errors": frozenset(),
     "kube": frozenset({"errors"}),
     "api": frozenset({"mig", "errors"}),
+    "slices": frozenset({"api", "mig", "errors"}),
     "nvml": frozenset({"mig", "errors"}),
     "podresources": frozenset(),
 }

@@ -1,8 +1,8 @@
 """What a notebook user may ask for: the capacity document read back, sizes planned against it.
 
 The notebook server extension and the JupyterHub integration both need this and never import
-each other, so it lives here.  Pure except :meth:`CapacityClient.get`, which imports tornado
-inside (the controller image has no tornado and never calls it).
+each other, so it lives in this package of their own.  Pure: the capacity document comes from
+:class:`jupyter_mig.slices.client.CapacityClient`.
 
 A request ("10gb", "1g.10gb", "2g") resolves per GPU model present in the cluster to one profile
 (:func:`jupyter_mig.mig.sizes.resolve_for_model`).  Models that resolve to the same profile name
@@ -12,10 +12,7 @@ that is free now, else the one the controller can carve by repartitioning, else 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +26,7 @@ from jupyter_mig.mig.sizes import (
     parse_size,
     resolve_for_model,
 )
+from jupyter_mig.slices.errors import CapacityError, SliceRefused
 
 #: Availability of an option: a free instance exists, the controller can carve one by
 #: repartitioning free space, or every one is held by a pod (the request waits).
@@ -36,18 +34,6 @@ FREE = "free"
 REPARTITION = "repartition"
 BUSY = "busy"
 _STATUS_RANK = {FREE: 0, REPARTITION: 1, BUSY: 2}
-
-
-class CapacityError(Exception):
-    """The controller's capacity API is unreachable or answered something unusable."""
-
-    def __init__(self, message: str, unreachable: bool) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
-
-
-class SliceRefused(ValueError):
-    """A valid size that the configured allow-list or maximum does not permit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,71 +307,3 @@ def menu_entries(capacity: Capacity, policy: SlicePolicy) -> list[SliceOption]:
 def split_list(text: str | None) -> tuple[str, ...]:
     """``"10gb, 20gb"`` → ``("10gb", "20gb")`` (environment variables carry lists this way)."""
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
-
-
-class CapacityClient:
-    """Fetches the controller's capacity API, caching the answer for ``ttl`` seconds.
-
-    Concurrent callers share one request; a failure is not cached, so the next call retries.
-    """
-
-    def __init__(self, controller_url: str, ttl: float = 5.0, timeout: float = 5.0) -> None:
-        self.controller_url = controller_url.rstrip("/")
-        self.ttl = ttl
-        self.timeout = timeout
-        self._cached: tuple[float, Capacity] | None = None
-        self._inflight: asyncio.Future[Capacity] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{self.controller_url}/api/v1/capacity"
-
-    async def get(self) -> Capacity:
-        if not self.controller_url:
-            raise CapacityError(
-                "GPU slices are not set up here: no jupyter-mig controller address is configured; "
-                "ask your admin to set c.JupyterMig.controller_url (or JUPYTER_MIG_CONTROLLER_URL "
-                "in this server's environment)",
-                True,
-            )
-        now = time.monotonic()
-        if self._cached is not None and now - self._cached[0] < self.ttl:
-            return self._cached[1]
-        if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._fetch())
-        inflight = self._inflight
-        try:
-            capacity = await asyncio.shield(inflight)
-        finally:
-            if self._inflight is inflight and inflight.done():
-                self._inflight = None
-        self._cached = (time.monotonic(), capacity)
-        return capacity
-
-    async def _fetch(self) -> Capacity:
-        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-
-        try:
-            response = await AsyncHTTPClient().fetch(
-                self.url, request_timeout=self.timeout, connect_timeout=self.timeout
-            )
-        except HTTPClientError as err:
-            if err.code == 599:  # tornado's code for a timeout or a dropped connection
-                raise CapacityError(
-                    f"the jupyter-mig controller at {self.url} is unreachable ({err})", True
-                ) from None
-            raise CapacityError(
-                f"the jupyter-mig controller at {self.url} answered {err.code}", False
-            ) from None
-        except (OSError, TimeoutError) as err:
-            raise CapacityError(
-                f"the jupyter-mig controller at {self.url} is unreachable ({err})", True
-            ) from None
-        try:
-            doc = json.loads(response.body)
-        except ValueError:
-            raise CapacityError(
-                f"the jupyter-mig controller at {self.url} answered something other than JSON",
-                False,
-            ) from None
-        return parse_capacity(doc)
