@@ -106,6 +106,11 @@ class SliceSettings(Configurable):
         name, value = proposal["trait"].name, float(proposal["value"])
         if value < 0 or (value == 0 and name != "capacity_ttl"):
             raise ValueError(f"{name} must be positive (capacity_ttl: not negative), not {value}")
+        if name == "restart_timeout" and value > MAX_RESTART_TIMEOUT:
+            raise ValueError(
+                f"restart_timeout {value:g} is over the {MAX_RESTART_TIMEOUT:g} s that a restart "
+                "request may ask for; set it to at most that"
+            )
         return value
 
     @validate("slice_changes_per_period", "max_concurrent_restarts")

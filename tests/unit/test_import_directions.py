@@ -18,7 +18,9 @@ TESTS = ROOT / "tests"
 #: The parts that talk to each other only through the API server or HTTP, never by import.
 PARTS = frozenset({"controller", "agent", "notebook", "hub", "simnode"})
 #: The ground floor: shared by the parts, importing none of them.
-GROUND = frozenset({"mig", "errors", "api", "slices", "kube", "nvml", "podresources"})
+GROUND = frozenset(
+    {"mig", "errors", "api", "slices", "kube", "nvml", "podresources", "deviceplugin"}
+)
 #: What each ground-floor package may import of the project (besides itself).
 GROUND_ALLOWED: dict[str, frozenset[str]] = {
     "mig": frozenset(),
@@ -26,6 +28,7 @@ GROUND_ALLOWED: dict[str, frozenset[str]] = {
     "kube": frozenset({"errors"}),
     "api": frozenset({"mig", "errors"}),
     "slices": frozenset({"api", "mig", "errors"}),
+    "deviceplugin": frozenset({"nvml", "errors"}),
     "nvml": frozenset({"mig", "errors"}),
     "podresources": frozenset(),
 }

@@ -109,3 +109,10 @@ def test_the_labextension_mirrors_the_restart_limits() -> None:
     found = dict(re.findall(r"export const (\w+_S) = (\d+);", source))
     assert float(found["RESTART_TIMEOUT_S"]) == contract.RESTART_TIMEOUT
     assert float(found["MAX_TIMEOUT_S"]) == contract.MAX_RESTART_TIMEOUT
+
+
+def test_a_restart_timeout_longer_than_a_request_may_ask_is_refused() -> None:
+    """Else every restart request without its own timeout would get a 400."""
+    too_long = contract.MAX_RESTART_TIMEOUT + 1
+    with pytest.raises(ValueError, match="at most"):
+        SliceSettings(controller_url="http://controller:8080", restart_timeout=too_long)
