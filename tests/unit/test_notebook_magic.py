@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,15 @@ class Server:
     @property
     def info_file(self) -> Path:
         return self.runtime / f"jpserver-{self.process.pid}.json"
+
+    def listening(self) -> bool:
+        """Its info file is written and its port answers (the file can come first)."""
+        try:
+            port = int(json.loads(self.info_file.read_text())["port"])
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except (OSError, ValueError, KeyError):
+            return False
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, controller: Controller) -> 
     running = Server(process, tmp / "runtime", log)
     try:
         deadline = time.monotonic() + WAIT_S
-        while not running.info_file.exists():
+        while not running.listening():
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the Jupyter server did not start"
             time.sleep(0.2)
