@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -163,6 +164,7 @@ def on_node(cluster_dir: Path, rounds: int, request: str) -> int:
             nvml.close()
             kube.request("DELETE", f"/api/v1/nodes/{name}")
     report(f"refresh request ({request}) -> Node status.capacity", times)
+    shutil.rmtree(state, ignore_errors=True)  # kept on failure: the sim node's log is there
     return 0
 
 
