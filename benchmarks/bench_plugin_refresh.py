@@ -16,7 +16,7 @@ sim node sends its plugin SIGHUP) or ``signal`` (SIGHUP straight to the plugin p
 the agent's ``signal`` mode does on a real node).
 
     .venv/bin/python benchmarks/bench_plugin_refresh.py --rounds 20
-    .venv/bin/python benchmarks/bench_plugin_refresh.py --dir /tmp/dc --rounds 10 --request file
+    .venv/bin/python benchmarks/bench_plugin_refresh.py --dir /tmp/dc --rounds 10 --gpus 8
 """
 
 from __future__ import annotations
@@ -57,9 +57,15 @@ def main() -> int:
         default="file",
         help="with --dir: the sim node's refresh file (as the agent) or SIGHUP to the plugin",
     )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="with --dir: GPUs on the node; those after the first hold seven 1g.10gb each",
+    )
     args = parser.parse_args()
     if args.dir:
-        return on_node(Path(args.dir), args.rounds, args.request)
+        return on_node(Path(args.dir), args.rounds, args.request, args.gpus)
     one_g = MODELS.get("A100-80GB").profile("1g.10gb").nvml_id
     with tempfile.TemporaryDirectory(prefix="jm-dp-") as tmp:
         state = Path(tmp) / "gpus"
@@ -106,21 +112,24 @@ def report(what: str, times: list[float]) -> None:
     )
 
 
-def on_node(cluster_dir: Path, rounds: int, request: str) -> int:
+def on_node(cluster_dir: Path, rounds: int, request: str, gpus: int) -> int:
     """Refresh request -> the Node's status.capacity, through a sim node running the plugin."""
     from jupyter_mig.kube.client import Kube
 
     one_g = MODELS.get("A100-80GB").profile("1g.10gb").nvml_id
     name = f"bench-refresh-{uuid.uuid4().hex[:6]}"
     state = Path(tempfile.mkdtemp(prefix="jm-br-"))  # short: the socket path limit
-    simgpu.init_state(state, "A100-80GB", gpus=1)
+    simgpu.init_state(state, "A100-80GB", gpus=gpus)
     nvml = open_simulated(state)
     nvml.create_instance(0, one_g, 0)
+    for gpu in range(1, gpus):
+        for start in range(7):
+            nvml.create_instance(gpu, one_g, start)
     with running_cluster(cluster_dir) as cluster, cluster.api_client() as api:
         kube = Kube(api, "bench-plugin-refresh")
         kubeconfig = cluster.kubeconfig_for_user(f"system:node:{name}", ["system:nodes"])
         command = [sys.executable, "-m", "jupyter_mig.cli", "sim-node", "--kubeconfig"]
-        command += [str(kubeconfig), "--name", name, "--gpu", "A100-80GB", "--gpus", "1"]
+        command += [str(kubeconfig), "--name", name, "--gpu", "A100-80GB", "--gpus", str(gpus)]
         command += ["--state", str(state), "--device-plugin", "nvidia"]
         with open(state / "sim-node.log", "ab") as log:
             node = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -141,7 +150,7 @@ def on_node(cluster_dir: Path, rounds: int, request: str) -> int:
                     os.kill(pid, signal.SIGHUP)
 
         try:
-            if not _wait(lambda: capacity() == 1, 120):
+            if not _wait(lambda: capacity() == 1 + 7 * (gpus - 1), 120):
                 print(f"node {name}: no {RESOURCE} within 120 s; see {state}", file=sys.stderr)
                 return 1
             times = []
@@ -151,7 +160,7 @@ def on_node(cluster_dir: Path, rounds: int, request: str) -> int:
                 else:
                     second = next(gi.id for gi in nvml.instances(0) if gi.start == 1)
                     nvml.destroy_instance(0, second)
-                want = len(nvml.instances(0))
+                want = sum(len(nvml.instances(gpu)) for gpu in range(gpus))
                 began = time.monotonic()
                 refresh()
                 if not _wait(lambda want=want: capacity() == want, 60):
