@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p .cache/bin
+# The machine's Go, and this module alone (no go.work, no toolchain download).
+export GOTOOLCHAIN=local GOWORK=off
 CGO_ENABLED=1 go build -o .cache/bin/nvidia-device-plugin \
     github.com/NVIDIA/k8s-device-plugin/cmd/nvidia-device-plugin
