@@ -74,6 +74,15 @@ def _apply(dynamic: DynamicClient, manifest: dict[str, Any], dry_run: bool = Fal
     )
 
 
+def _delete(dynamic: DynamicClient, manifest: dict[str, Any]) -> None:
+    """Delete what ``manifest`` names, if it is still there."""
+    resource = dynamic.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    with contextlib.suppress(client.ApiException):
+        resource.delete(
+            name=manifest["metadata"]["name"], namespace=manifest["metadata"].get("namespace")
+        )
+
+
 def _crd_established(api: client.ApiClient) -> bool:
     crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(c.CRD_NAME)
     return any(
@@ -176,14 +185,7 @@ def install(cluster: Any) -> Iterator[Install]:
             ) not in (None, namespace, plugin_namespace):
                 cluster_scoped.append(manifest)  # e.g. the agent's Role in "default"
         for manifest in cluster_scoped:
-            resource = dynamic.resources.get(
-                api_version=manifest["apiVersion"], kind=manifest["kind"]
-            )
-            with contextlib.suppress(client.ApiException):
-                resource.delete(
-                    name=manifest["metadata"]["name"],
-                    namespace=manifest["metadata"].get("namespace"),
-                )
+            _delete(dynamic, manifest)
         core = client.CoreV1Api(admin)
         for name in (namespace, plugin_namespace):
             with contextlib.suppress(client.ApiException):
@@ -561,11 +563,4 @@ def test_watch_namespaces_keeps_the_controller_out_of_other_namespaces(
         assert _status_of(lambda: core.list_node(limit=1)) == 200
     finally:
         for manifest in rbac:
-            resource = dynamic.resources.get(
-                api_version=manifest["apiVersion"], kind=manifest["kind"]
-            )
-            with contextlib.suppress(client.ApiException):
-                resource.delete(
-                    name=manifest["metadata"]["name"],
-                    namespace=manifest["metadata"].get("namespace"),
-                )
+            _delete(dynamic, manifest)
