@@ -85,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         raise UserError(f"${TEMPLATE_ENV} is not a valid kernel pod template: {err}") from None
     restarter = Restarter(HubApi(api_url, token), settings, grace=args.grace)
-    kernels = None
+    kube = None
     if template.enabled:
         kube = Kube(new_api_client(args.kubeconfig), field_manager=KERNEL_FIELD_MANAGER)
-        kernels = KernelPods(template, settings, restarter.hub, restarter.capacity, kube)
+    kernels = KernelPods(template, settings, restarter.hub, restarter.capacity, kube)
     app = make_app(os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"), restarter, auth, kernels)
 
     async def serve() -> None:
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         logging.getLogger("jupyter_mig.hub.service").info("listening on %s:%d", host, port)
-        sweep = asyncio.ensure_future(kernels.sweep_forever()) if kernels else None
+        sweep = asyncio.ensure_future(kernels.sweep_forever()) if kube else None
         await stop.wait()
         if sweep is not None:
             sweep.cancel()

@@ -128,11 +128,13 @@ class KernelPods:
     def _paths(self, user: str, kernel_id: str) -> tuple[str, str]:
         try:
             name = k.kernel_object_name(kernel_id)
+        except k.KernelIdError as err:
+            raise RestartRefused(400, str(err)) from None
+        self._kube()
+        try:
             namespace = self.template.namespace_for(user)
         except TemplateError as err:
             raise RestartRefused(500, f"the hub's kernel pod template: {err}") from None
-        except ValueError as err:
-            raise RestartRefused(400, str(err)) from None
         base = f"/api/v1/namespaces/{namespace}"
         return f"{base}/pods/{name}", f"{base}/secrets/{name}"
 
@@ -184,7 +186,6 @@ class KernelPods:
     ) -> dict[str, Any]:
         """Create the Secret, then the pod, then hand the Secret to the pod; undo on failure."""
         pod_path, secret_path = self._paths(user, kernel_id)
-        self._kube()
         if scheme not in SIGNATURE_SCHEMES:
             raise RestartRefused(
                 400, f"signature_scheme must be one of {', '.join(SIGNATURE_SCHEMES)}"
