@@ -184,8 +184,9 @@ class KernelPods:
     async def create(
         self, user: str, server: str, kernel_id: str, size: str, key: str, scheme: str
     ) -> dict[str, Any]:
-        """Create the Secret, then the pod, then hand the Secret to the pod; undo on failure."""
-        pod_path, secret_path = self._paths(user, kernel_id)
+        """Create the pod, then its Secret owned by it (the kubelet waits for the Secret); a
+        Secret that cannot be created takes the pod with it, so nothing is left half-made."""
+        pod_path, _ = self._paths(user, kernel_id)
         if scheme not in SIGNATURE_SCHEMES:
             raise RestartRefused(
                 400, f"signature_scheme must be one of {', '.join(SIGNATURE_SCHEMES)}"
@@ -199,35 +200,20 @@ class KernelPods:
             raise RestartRefused(500, f"the hub's kernel pod template: {err}") from None
         base = pod_path.rsplit("/pods/", 1)[0]
         try:
-            await self._call("POST", f"{base}/secrets", body=secret)
+            created = await self._call("POST", f"{base}/pods", body=pod)
         except KubeError as err:
             raise RestartRefused(409, f"kernel {kernel_id} exists already ({err.reason})") from None
+        meta = created["metadata"]
+        secret["metadata"]["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
+        ]
         try:
-            created = await self._call("POST", f"{base}/pods", body=pod)
+            await self._call("POST", f"{base}/secrets", body=secret)
         except (KubeError, RestartRefused) as err:
-            await self._delete_quietly(secret_path, 0)
-            if isinstance(err, KubeError):
-                raise RestartRefused(
-                    409, f"kernel {kernel_id} exists already ({err.reason})"
-                ) from None
-            raise
-        owner = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "name": created["metadata"]["name"],
-            "uid": created["metadata"]["uid"],
-        }
-        try:
-            await asyncio.to_thread(
-                self._kube().patch,
-                secret_path,
-                {"metadata": {"ownerReferences": [owner]}},
-                "application/merge-patch+json",
-            )
-        except KubeError as err:  # the sweep removes a Secret whose pod is gone
-            log.warning("kernel %s: the Secret keeps no owner: %s", kernel_id, err)
+            await self._delete_quietly(pod_path, 0)
+            raise RestartRefused(502, f"the kernel's Secret was not created: {err}") from None
         log.info(
-            "%s/%s: kernel pod %s with %s (%s)", user, server, owner["name"], size, chosen.profile
+            "%s/%s: kernel pod %s with %s (%s)", user, server, meta["name"], size, chosen.profile
         )
         return pod_state(created)
 
@@ -271,8 +257,8 @@ class KernelPods:
         return f"/api/v1/namespaces/{self.template.namespace}/{kind}"
 
     async def sweep(self) -> list[str]:
-        """Delete kernel pods of servers that are not running (older than ``stale_after``) and
-        Secrets whose pod is gone; a pod whose server runs is never touched.  The names deleted."""
+        """Delete kernel pods (and their Secrets) of servers that are not running, once older
+        than ``stale_after``; a pod whose server runs is never touched.  The names deleted."""
         now = time.time()
         query = {"labelSelector": k.KERNEL_SELECTOR}
         pods = (await self._call("GET", self._sweep_path("pods"), query=query)).get("items") or []
@@ -298,17 +284,6 @@ class KernelPods:
                 await self._delete_quietly(f"{base}/pods/{meta['name']}", 0)
                 await self._delete_quietly(f"{base}/secrets/{meta['name']}", 0)
                 deleted.append(f"{meta['namespace']}/{meta['name']}")
-        names = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods}
-        secrets = await self._call("GET", self._sweep_path("secrets"), query=query)
-        for secret in secrets.get("items") or []:
-            meta = secret["metadata"]
-            if (meta["namespace"], meta["name"]) not in names and _age(
-                secret, now
-            ) >= self.template.stale_after:
-                await self._delete_quietly(
-                    f"/api/v1/namespaces/{meta['namespace']}/secrets/{meta['name']}", 0
-                )
-                deleted.append(f"{meta['namespace']}/{meta['name']} (Secret)")
         if deleted:
             log.info("swept stale kernel objects: %s", ", ".join(deleted))
         return deleted

@@ -206,7 +206,7 @@ class KernelPodTemplate(Configurable):
     def render(
         self, user: str, server: str, kernel_id: str, chosen: KernelSlice, key: str, scheme: str
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The kernel's pod and its connection Secret (the pod's owner reference to the Secret
+        """The kernel's pod and its connection Secret (the Secret's owner reference to the pod
         is added once the pod exists, since it needs the pod's uid)."""
         name = k.kernel_object_name(kernel_id)
         fields = self.fields(user, server)
