@@ -121,8 +121,10 @@ class KernelPodTemplate(Configurable):
     resources = Dict(
         help="The container's CPU and memory requests and limits (the GPU is added)."
     ).tag(config=True)
-    node_selector = Dict(value_trait=Unicode(), key_trait=Unicode()).tag(config=True)
-    tolerations = List(Dict()).tag(config=True)
+    node_selector = Dict(
+        value_trait=Unicode(), key_trait=Unicode(), help="The pod's nodeSelector."
+    ).tag(config=True)
+    tolerations = List(Dict(), help="The pod's tolerations.").tag(config=True)
     security_context = Dict(
         {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         help="The pod's securityContext.",
@@ -131,8 +133,12 @@ class KernelPodTemplate(Configurable):
         {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         help="The kernel container's securityContext.",
     ).tag(config=True)
-    extra_labels = Dict(value_trait=Unicode(), key_trait=Unicode()).tag(config=True)
-    extra_annotations = Dict(value_trait=Unicode(), key_trait=Unicode()).tag(config=True)
+    extra_labels = Dict(
+        value_trait=Unicode(), key_trait=Unicode(), help="More labels of kernel pods."
+    ).tag(config=True)
+    extra_annotations = Dict(
+        value_trait=Unicode(), key_trait=Unicode(), help="More annotations of kernel pods."
+    ).tag(config=True)
     termination_grace_seconds = Integer(5, help="Grace of a kernel pod's deletion.").tag(
         config=True
     )
