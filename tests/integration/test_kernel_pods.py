@@ -143,9 +143,10 @@ def node(cluster: DevCluster, crds: None, namespace: str, tmp_path: Path) -> Ite
             kubernetes.client.CoreV1Api(api).delete_node(started.name)
 
 
-def test_kernels_get_pods_with_their_own_slices_and_nothing_outlives_them(
+def service_parts(
     cluster: DevCluster, namespace: str, node: Node
-) -> None:
+) -> tuple[Kube, KernelPodTemplate, Hub, KernelPods, Restarter]:
+    """The hub service's kernel API on the real Kubernetes layer and controller."""
     kube = Kube(cluster.api_client(), field_manager="jupyter-mig-hub")
     settings = SliceSettings(controller_url=node.controller_url, sizes=["10gb", "20gb"])
     template = KernelPodTemplate(
@@ -156,7 +157,26 @@ def test_kernels_get_pods_with_their_own_slices_and_nothing_outlives_them(
     )
     hub = Hub()
     kernels = KernelPods(template, settings, hub, CapacityClient(node.controller_url, 0), kube)
-    restarter = Restarter(hub, settings)
+    return kube, template, hub, kernels, Restarter(hub, settings)
+
+
+async def serving(kernels: KernelPods, restarter: Restarter, scenario: Any) -> None:
+    """Run ``scenario(url)`` while the service answers at ``url``."""
+    app = make_app("/services/jupyter-mig/", restarter, Auth(), kernels)
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(app)
+    server.add_sockets(sockets)
+    try:
+        port = sockets[0].getsockname()[1]
+        await scenario(f"http://127.0.0.1:{port}/services/jupyter-mig/")
+    finally:
+        server.stop()
+
+
+def test_kernels_get_pods_with_their_own_slices_and_nothing_outlives_them(
+    cluster: DevCluster, namespace: str, node: Node
+) -> None:
+    kube, template, hub, kernels, restarter = service_parts(cluster, namespace, node)
     base = f"/api/v1/namespaces/{namespace}"
 
     def objects(kernel_id: str) -> list[str]:
@@ -226,18 +246,61 @@ def test_kernels_get_pods_with_their_own_slices_and_nothing_outlives_them(
             await asyncio.sleep(1)
         assert objects(large) == []
 
-    async def main() -> None:
-        app = make_app("/services/jupyter-mig/", restarter, Auth(), kernels)
-        sockets = bind_sockets(0, "127.0.0.1")
-        server = HTTPServer(app)
-        server.add_sockets(sockets)
-        try:
-            port = sockets[0].getsockname()[1]
-            await scenario(f"http://127.0.0.1:{port}/services/jupyter-mig/")
-        finally:
-            server.stop()
+    try:
+        asyncio.run(serving(kernels, restarter, scenario))
+    finally:
+        kube.api_client.close()
+
+
+def test_a_kernel_manager_launches_restarts_with_another_size_and_shuts_down(
+    cluster: DevCluster,
+    namespace: str,
+    node: Node,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """jupyter_client's kernel manager, through the entry point and the provisioner's own HTTP
+    client: the sim node's pods only pretend to run a kernel, so no message is exchanged."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    from jupyter_mig.kernels.specs import write_specs
+
+    kube, _, _, kernels, restarter = service_parts(cluster, namespace, node)
+    write_specs(["10gb"], tmp_path, "GPU {size}")
+    specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "share/jupyter/kernels")])
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "alice-token")
+    monkeypatch.setenv("JUPYTERHUB_SERVER_NAME", "")
+
+    def limits(kernel_id: str) -> tuple[str, Any]:
+        pod = kube.get(f"/api/v1/namespaces/{namespace}/pods/{k.kernel_object_name(kernel_id)}")
+        if pod is None:
+            return "", None
+        return pod["metadata"]["uid"], pod["spec"]["containers"][0]["resources"]["limits"]
+
+    async def scenario(url: str) -> None:
+        monkeypatch.setenv("JUPYTER_MIG_SERVICE_URL", url)
+        managers = []
+        for _ in range(2):
+            km = AsyncKernelManager(
+                kernel_name="gpu-10gb",
+                kernel_spec_manager=specs,
+                connection_file=str(tmp_path / f"kernel-{len(managers)}.json"),
+            )
+            await km.start_kernel(kernel_id=str(uuid.uuid4()))
+            managers.append(km)
+        a, b = managers
+        assert a.ip.startswith("127.") and a.ip != b.ip
+        uid_b, limits_b = limits(b.kernel_id)
+        assert limits_b == {"nvidia.com/mig-1g.10gb": "1"}
+        await a.restart_kernel(now=True, gpu_slice="20gb")
+        assert limits(a.kernel_id)[1] == {"nvidia.com/mig-1g.20gb": "1"}
+        assert limits(b.kernel_id) == (uid_b, limits_b), "the other kernel is untouched"
+        for km in managers:
+            await km.shutdown_kernel(now=True)
+            assert limits(km.kernel_id) == ("", None)
 
     try:
-        asyncio.run(main())
+        asyncio.run(serving(kernels, restarter, scenario))
     finally:
         kube.api_client.close()
