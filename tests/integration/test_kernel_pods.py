@@ -26,16 +26,15 @@ import pytest
 kubernetes = pytest.importorskip("kubernetes")
 
 from support.hub import call  # noqa: E402
+from support.kernels import Hub, serving  # noqa: E402
 from support.net import free_port  # noqa: E402
 from support.processes import stop_process  # noqa: E402
 from support.waiting import wait_for  # noqa: E402
-from tornado.httpserver import HTTPServer  # noqa: E402
-from tornado.netutil import bind_sockets  # noqa: E402
 
 from jupyter_mig.api import constants as c  # noqa: E402
 from jupyter_mig.devcluster import DevCluster  # noqa: E402
 from jupyter_mig.hub.kernels import KernelPods  # noqa: E402
-from jupyter_mig.hub.service import HubApi, Restarter, RestartRefused, make_app  # noqa: E402
+from jupyter_mig.hub.service import Restarter  # noqa: E402
 from jupyter_mig.hub.settings import SliceSettings  # noqa: E402
 from jupyter_mig.kernels import contract as k  # noqa: E402
 from jupyter_mig.kernels.provisioner import KernelPodError, KernelService  # noqa: E402
@@ -46,34 +45,6 @@ from jupyter_mig.slices.client import CapacityClient  # noqa: E402
 pytestmark = pytest.mark.cluster
 
 WAIT_S = 120.0
-TOKENS = {"alice-token": "alice", "bob-token": "bob"}
-
-
-class Hub(HubApi):
-    """The users and servers of a JupyterHub: alice and bob, each with a running server."""
-
-    def __init__(self) -> None:
-        super().__init__("http://127.0.0.1:9/hub/api", "unused")
-        self.running = {"alice": True, "bob": True}
-
-    async def user(self, name: str) -> dict[str, Any]:
-        if name not in self.running:
-            raise RestartRefused(502, f"the hub answered 404 for user {name}")
-        server = {"ready": self.running[name], "user_options": {}}
-        return {"name": name, "groups": [], "servers": {"": server} if server["ready"] else {}}
-
-
-class Auth:
-    """Each token belongs to one user, with the scopes a server token has."""
-
-    access_scopes: frozenset[str] = frozenset()
-
-    async def user_for_token(self, token: str, use_cache: bool, sync: bool) -> Any:
-        user = TOKENS.get(token)
-        return user and {"name": user, "kind": "user", "scopes": [f"servers!server={user}/"]}
-
-    def check_scopes(self, required: set[str], model: dict[str, Any]) -> bool:
-        return True
 
 
 class Node:
@@ -158,19 +129,6 @@ def service_parts(
     hub = Hub()
     kernels = KernelPods(template, settings, hub, CapacityClient(node.controller_url, 0), kube)
     return kube, template, hub, kernels, Restarter(hub, settings)
-
-
-async def serving(kernels: KernelPods, restarter: Restarter, scenario: Any) -> None:
-    """Run ``scenario(url)`` while the service answers at ``url``."""
-    app = make_app("/services/jupyter-mig/", restarter, Auth(), kernels)
-    sockets = bind_sockets(0, "127.0.0.1")
-    server = HTTPServer(app)
-    server.add_sockets(sockets)
-    try:
-        port = sockets[0].getsockname()[1]
-        await scenario(f"http://127.0.0.1:{port}/services/jupyter-mig/")
-    finally:
-        server.stop()
 
 
 def test_kernels_get_pods_with_their_own_slices_and_nothing_outlives_them(
