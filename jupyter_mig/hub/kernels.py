@@ -46,6 +46,7 @@ KERNEL_FIELDS = {
     OPTION: Field("string", example="10gb"),
     "key": Field("string"),
     "signature_scheme": Field("string"),
+    "launch": Field("number"),
 }
 #: jupyter_client signs messages with HMAC; these digests are accepted.
 SIGNATURE_SCHEMES = ("hmac-sha256", "hmac-sha384", "hmac-sha512")
@@ -74,7 +75,12 @@ def pod_state(pod: dict[str, Any]) -> dict[str, Any]:
         "namespace": meta.get("namespace"),
         "phase": phase,
         "ip": status.get("podIP") or None,
-        "ports": dict(k.KERNEL_PORTS),
+        "ports": {
+            f"{port['name']}_port": port["containerPort"]
+            for container in (pod.get("spec") or {}).get("containers") or []
+            if container.get("name") == "kernel"
+            for port in container.get("ports") or []
+        },
         "size": annotations.get(k.SIZE_ANNOTATION),
         "profile": annotations.get(k.PROFILE_ANNOTATION),
         "exit_code": exit_code,
@@ -182,7 +188,14 @@ class KernelPods:
         return KernelSlice(option.size, option.profile, option.resource, option.products)
 
     async def create(
-        self, user: str, server: str, kernel_id: str, size: str, key: str, scheme: str
+        self,
+        user: str,
+        server: str,
+        kernel_id: str,
+        size: str,
+        key: str,
+        scheme: str,
+        launch: int = 0,
     ) -> dict[str, Any]:
         """Create the pod, then its Secret owned by it (the kubelet waits for the Secret); a
         Secret that cannot be created takes the pod with it, so nothing is left half-made."""
@@ -195,7 +208,7 @@ class KernelPods:
             raise RestartRefused(400, f"key must be 1 to {MAX_KEY_LENGTH} characters")
         chosen = await self._plan(user, server, size)
         try:
-            pod, secret = self.template.render(user, server, kernel_id, chosen, key, scheme)
+            pod, secret = self.template.render(user, server, kernel_id, chosen, key, scheme, launch)
         except TemplateError as err:
             raise RestartRefused(500, f"the hub's kernel pod template: {err}") from None
         base = pod_path.rsplit("/pods/", 1)[0]
@@ -320,6 +333,9 @@ class KernelsHandler(_ApiHandler):
         except BadBody as err:
             raise self.fail(err.status, str(err)) from None
         server = self.server_name(body.get("server_name", ""))
+        launch = body.get("launch", 0)
+        if not isinstance(launch, int) or not 0 <= launch < 2**31:
+            raise self.fail(400, "launch must be a whole number from 0 (this kernel's starts)")
         try:
             state = await self.kernels.create(
                 str(self.caller["name"]),
@@ -328,6 +344,7 @@ class KernelsHandler(_ApiHandler):
                 body[OPTION].strip(),
                 body["key"],
                 body.get("signature_scheme", "hmac-sha256"),
+                launch,
             )
         except RestartRefused as err:
             raise self.fail(err.status, str(err), err.retry_after) from None

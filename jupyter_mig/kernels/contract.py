@@ -16,14 +16,22 @@ PROVISIONER_NAME: Final = "jupyter-mig-gpu-slice"
 #: The hub service's kernel API, under its prefix: ``POST`` here, ``GET``/``DELETE`` below it.
 KERNELS_PATH: Final = "api/kernels"
 
-#: The ports of every kernel pod (each pod has its own address, so they never collide).
-KERNEL_PORTS: Final = {
-    "shell_port": 52001,
-    "iopub_port": 52002,
-    "stdin_port": 52003,
-    "control_port": 52004,
-    "hb_port": 52005,
-}
+#: The kernel's channels, in the order of their ports.
+PORT_NAMES: Final = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+#: Launches of one kernel (restarts) cycle through this many sets of ports.
+PORT_SETS: Final = 100
+
+
+def kernel_ports(launch: int) -> dict[str, int]:
+    """The fixed ports of a kernel pod's ``launch``-th start: 52001-52005, then 52011-52015, ...
+
+    Each pod has its own address, so ports never collide between kernels; they change from one
+    launch of a kernel to the next because jupyter_server rebuilds a browser's channels to a
+    restarted kernel only when its ports changed (its address is not compared).
+    """
+    base = 52001 + 10 * (launch % PORT_SETS)
+    return {name: base + i for i, name in enumerate(PORT_NAMES)}
+
 
 #: Labels (selectors) and annotations (the exact names) of kernel pods and their Secrets.
 COMPONENT_LABEL: Final = "app.kubernetes.io/component"

@@ -2,8 +2,9 @@
 
 The single-user server never creates pods: the provisioner asks the hub service
 (:mod:`jupyter_mig.hub.kernels`) with the server's own token, waits until the pod runs, and
-connects to it on the fixed ports of :data:`jupyter_mig.kernels.contract.KERNEL_PORTS`.  The
-kernel's session key goes along in that request and reaches the pod only as a Secret.
+connects to it on the ports the pod was made with (``contract.kernel_ports``, a new set each
+launch).  The kernel's session key goes along in that request and reaches the pod only as a
+Secret.
 
 The size comes from the kernel spec (``metadata.kernel_provisioner.config.gpu_slice``), and a
 launch may override it (``start_kernel(gpu_slice="20gb")``, or ``restart_kernel`` with it): the
@@ -25,7 +26,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Float, Unicode
 
-from jupyter_mig.kernels.contract import KERNEL_PORTS, KERNELS_PATH
+from jupyter_mig.kernels.contract import KERNELS_PATH, PORT_NAMES
 from jupyter_mig.mig.sizes import parse_size
 from jupyter_mig.slices.contract import SERVICE_URL_ENV
 
@@ -81,8 +82,11 @@ class KernelService:
         data = json.loads(response.body) if response.body else None
         return response.code, data
 
-    async def create(self, kernel_id: str, size: str, key: str, scheme: str) -> dict[str, Any]:
+    async def create(
+        self, kernel_id: str, size: str, key: str, scheme: str, launch: int = 0
+    ) -> dict[str, Any]:
         body = {
+            "launch": launch,
             "server_name": self.server,
             "kernel_id": kernel_id,
             OPTION: size,
@@ -131,6 +135,8 @@ class GpuSliceProvisioner(KernelProvisionerBase):
     #: The pod's last known state (None: no pod).
     pod: dict[str, Any] | None = None
     size = ""
+    #: Pods started for this kernel so far (each launch gets its own set of ports).
+    launches = 0
     _polled = 0.0
 
     def _service(self) -> KernelService:
@@ -148,13 +154,18 @@ class GpuSliceProvisioner(KernelProvisionerBase):
         parse_size(size)  # one clear line when it is malformed
         self.size = size
         kwargs.pop("extra_arguments", None)
+        for name in PORT_NAMES:  # so that the kernel manager takes the new pod's ports
+            setattr(self.parent, name, 0)
         return await super().pre_launch(cmd=list(self.kernel_spec.argv), **kwargs)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         session = self.parent.session  # type: ignore[union-attr]  # the KernelManager
         key = session.key.decode() if isinstance(session.key, bytes) else str(session.key)
         service = self._service()
-        self.pod = await service.create(self.kernel_id, self.size, key, session.signature_scheme)
+        self.pod = await service.create(
+            self.kernel_id, self.size, key, session.signature_scheme, self.launches
+        )
+        self.launches += 1
         deadline = time.monotonic() + self.launch_timeout
         said = ""
         while self.pod.get("phase") != "Running" or not self.pod.get("ip"):
@@ -169,12 +180,13 @@ class GpuSliceProvisioner(KernelProvisionerBase):
             await asyncio.sleep(self.poll_interval)
             state = await service.state(self.kernel_id)
             self.pod = state if state is not None else {"phase": "Failed", "message": "deleted"}
+        ports = self.pod["ports"]
         self.connection_info = {
-            "shell_port": KERNEL_PORTS["shell_port"],
-            "iopub_port": KERNEL_PORTS["iopub_port"],
-            "stdin_port": KERNEL_PORTS["stdin_port"],
-            "control_port": KERNEL_PORTS["control_port"],
-            "hb_port": KERNEL_PORTS["hb_port"],
+            "shell_port": ports["shell_port"],
+            "iopub_port": ports["iopub_port"],
+            "stdin_port": ports["stdin_port"],
+            "control_port": ports["control_port"],
+            "hb_port": ports["hb_port"],
             "ip": self.pod["ip"],
             "transport": "tcp",
             "key": session.key,
@@ -254,10 +266,11 @@ class GpuSliceProvisioner(KernelProvisionerBase):
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await super().get_provisioner_info()
-        info.update({"pod": self.pod, OPTION: self.size})
+        info.update({"pod": self.pod, OPTION: self.size, "launches": self.launches})
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
         await super().load_provisioner_info(provisioner_info)
         self.pod = provisioner_info.get("pod")
         self.size = str(provisioner_info.get(OPTION) or self.gpu_slice)
+        self.launches = int(provisioner_info.get("launches") or 0)

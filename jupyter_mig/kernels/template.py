@@ -210,11 +210,19 @@ class KernelPodTemplate(Configurable):
         }
 
     def render(
-        self, user: str, server: str, kernel_id: str, chosen: KernelSlice, key: str, scheme: str
+        self,
+        user: str,
+        server: str,
+        kernel_id: str,
+        chosen: KernelSlice,
+        key: str,
+        scheme: str,
+        launch: int = 0,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The kernel's pod and its connection Secret (the Secret's owner reference to the pod
         is added once the pod exists, since it needs the pod's uid)."""
         name = k.kernel_object_name(kernel_id)
+        ports = k.kernel_ports(launch)
         fields = self.fields(user, server)
         namespace = self.namespace_for(user)
         labels = {
@@ -230,7 +238,7 @@ class KernelPodTemplate(Configurable):
             INTERACTIVE_ANNOTATION: "true",
         }
         connection = {
-            **k.KERNEL_PORTS,
+            **ports,
             "ip": "0.0.0.0",
             "transport": "tcp",
             "key": key,
@@ -254,8 +262,7 @@ class KernelPodTemplate(Configurable):
             "command": list(self.command),
             "env": [{"name": n, "value": v} for n, v in sorted(env.items())],
             "ports": [
-                {"name": p.removesuffix("_port"), "containerPort": n}
-                for p, n in k.KERNEL_PORTS.items()
+                {"name": p.removesuffix("_port"), "containerPort": n} for p, n in ports.items()
             ],
             "resources": resources,
             "volumeMounts": [

@@ -251,7 +251,9 @@ def test_a_kernel_manager_launches_restarts_with_another_size_and_shuts_down(
         assert a.ip.startswith("127.") and a.ip != b.ip
         uid_b, limits_b = limits(b.kernel_id)
         assert limits_b == {"nvidia.com/mig-1g.10gb": "1"}
+        before = (a.ip, a.shell_port)
         await a.restart_kernel(now=True, gpu_slice="20gb")
+        assert a.ip != before[0] and a.shell_port != before[1], "a new pod, new ports"
         assert limits(a.kernel_id)[1] == {"nvidia.com/mig-1g.20gb": "1"}
         assert limits(b.kernel_id) == (uid_b, limits_b), "the other kernel is untouched"
         for km in managers:

@@ -86,7 +86,7 @@ def test_the_pod_gets_the_slice_the_labels_and_the_key_only_through_the_secret()
     assert meta["labels"][k.KERNEL_ID_LABEL] == KERNEL_ID
     container = spec["containers"][0]
     assert container["resources"]["limits"] == {"memory": "4Gi", SLICE.resource: "1"}
-    assert [p["containerPort"] for p in container["ports"]] == list(k.KERNEL_PORTS.values())
+    assert [p["containerPort"] for p in container["ports"]] == list(k.kernel_ports(0).values())
     assert spec["automountServiceAccountToken"] is False
     claim = spec["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert claim == f"claim-{safe_slug('Alice@Example')}"
@@ -196,8 +196,8 @@ def test_a_kernel_starts_in_its_pod_and_its_pod_goes_at_shutdown(
         await km.start_kernel(kernel_id=KERNEL_ID)
         provisioner = km.provisioner
         assert isinstance(provisioner, prov.GpuSliceProvisioner)
-        assert km.ip == "127.0.0.7" and km.shell_port == k.KERNEL_PORTS["shell_port"]
-        assert json.loads((tmp_path / "kernel.json").read_text())["ip"] == "127.0.0.7"
+        assert km.ip == "127.0.0.1" and km.shell_port == k.kernel_ports(0)["shell_port"]
+        assert json.loads((tmp_path / "kernel.json").read_text())["ip"] == "127.0.0.1"
         assert await km.is_alive()
         info = await provisioner.get_provisioner_info()
         assert info["gpu_slice"] == "10gb" and info["pod"]["name"] == f"kernel-{KERNEL_ID}"
@@ -220,7 +220,12 @@ def test_a_launch_may_ask_for_another_size_and_restarts_keep_it(
         km = manager(kernel_dirs, service, tmp_path)
         km.kernel_spec.metadata["kernel_provisioner"]["config"]["poll_interval"] = 0.01
         await km.start_kernel(kernel_id=KERNEL_ID, gpu_slice="20gb")
+        first = (km.ip, sorted(km.ports))
         await km.restart_kernel(now=True)
+        # A new pod: a new address, and new ports, so that jupyter_server rebuilds the
+        # channels of a browser that reconnects (it compares ports only).
+        assert (km.ip, sorted(km.ports)) == ("127.0.0.2", list(k.kernel_ports(1).values()))
+        assert first == ("127.0.0.1", list(k.kernel_ports(0).values()))
         await km.shutdown_kernel(now=True)
 
     asyncio.run(scenario())
