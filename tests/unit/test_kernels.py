@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -358,3 +363,68 @@ def test_kernel_requests_are_checked_before_kubernetes_is_asked(
 ) -> None:
     code, doc = call_kernel_api(method, path, body)
     assert code == status and words in doc["message"], doc
+
+
+# --- the hub service process: the template reaches it, the kernel API is served -------------
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def service_env(tmp_path: Path, template_json: str) -> dict[str, str]:
+    from jupyter_mig.hub.settings import SETTINGS_ENV, SliceSettings
+    from jupyter_mig.kernels.template import TEMPLATE_ENV
+
+    return {
+        **os.environ,
+        "JUPYTERHUB_API_TOKEN": "service-token",
+        "JUPYTERHUB_API_URL": "http://127.0.0.1:1/hub/api",
+        "JUPYTERHUB_SERVICE_PREFIX": "/services/jupyter-mig/",
+        SETTINGS_ENV: SliceSettings(controller_url="http://127.0.0.1:1").to_json(),
+        TEMPLATE_ENV: template_json,
+    }
+
+
+def test_the_hub_service_serves_the_kernel_api_with_the_hubs_template(tmp_path: Path) -> None:
+    from support.net import free_port, http_get
+    from support.processes import stop_process
+    from support.waiting import wait_for
+
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    port = free_port()
+    command = [sys.executable, "-m", "jupyter_mig.cli", "hub-service"]
+    process = subprocess.Popen(
+        [*command, "--listen", f"127.0.0.1:{port}", "--kubeconfig", str(tmp_path / "kubeconfig")],
+        env=service_env(tmp_path, template().to_json()),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/services/jupyter-mig/"
+        wait_for("the service", lambda: http_get(base + "api/health")[0] == 200, 30)
+        request = urllib.request.Request(base + "api/kernels", data=b"{}", method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError as err:
+            status, doc = err.code, json.loads(err.read())
+        assert status == 401 and "API token" in doc["message"], "the route is there"
+    finally:
+        stop_process(process, timeout=10)
+
+
+def test_a_bad_template_stops_the_hub_service_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyter_mig.cli", "hub-service", "--listen", "127.0.0.1:1"],
+        env=service_env(tmp_path, '{"imagee": "x"}'),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "is not a valid kernel pod template: unknown kernel pod template settings" in lines[0]
