@@ -24,6 +24,7 @@ from traitlets.config import Configurable
 
 from jupyter_mig.api.constants import GPU_PRODUCT_LABEL, INTERACTIVE_ANNOTATION
 from jupyter_mig.kernels import contract as k
+from jupyter_mig.slices.contract import RESOURCE_ENV, SIZE_ENV, SLICE_ENV
 
 #: The traits that travel to the hub service as JSON (every configurable one).
 TEMPLATE_ENV = "JUPYTER_MIG_KERNEL_TEMPLATE"
@@ -256,6 +257,10 @@ class KernelPodTemplate(Configurable):
         resources.setdefault("limits", {})[chosen.resource] = "1"
         env = {**expand(dict(self.env), fields, "env")}
         env[k.CONNECTION_ENV] = f"{k.CONNECTION_DIR}/{k.CONNECTION_KEY}"
+        # What the kernel's own slice is, under the names a server with a slice has.
+        env.update(
+            {SIZE_ENV: chosen.size, SLICE_ENV: chosen.profile, RESOURCE_ENV: chosen.resource}
+        )
         container: dict[str, Any] = {
             "name": "kernel",
             "image": self.image,
