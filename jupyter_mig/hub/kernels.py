@@ -25,6 +25,9 @@ import logging
 import time
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
+
+from tornado.httpclient import HTTPClientError
 
 from jupyter_mig.api.body import BadBody, Field, parse_body
 from jupyter_mig.hub.limits import check_total
@@ -86,6 +89,18 @@ def pod_state(pod: dict[str, Any]) -> dict[str, Any]:
         "exit_code": exit_code,
         "message": message,
     }
+
+
+def server_gone(status: int, user: Any, server: str) -> bool:
+    """Whether the hub's answer about a user (``GET users/<name>``) says the server is gone: the
+    user is unknown (404), or the server is neither running nor starting.  Any other answer (an
+    error, a hub that cannot be reached) keeps the pod: the sweep never guesses."""
+    if status == 404:
+        return True
+    if status != 200 or not isinstance(user, dict):
+        return False
+    state = (user.get("servers") or {}).get(server)
+    return not (isinstance(state, dict) and (state.get("ready") or state.get("pending")))
 
 
 def _age(obj: dict[str, Any], now: float) -> float:
@@ -275,7 +290,7 @@ class KernelPods:
         now = time.time()
         query = {"labelSelector": k.KERNEL_SELECTOR}
         pods = (await self._call("GET", self._sweep_path("pods"), query=query)).get("items") or []
-        live: dict[tuple[str, str], bool] = {}
+        gone: dict[tuple[str, str], bool] = {}
         deleted = []
         for pod in pods:
             meta = pod["metadata"]
@@ -286,13 +301,10 @@ class KernelPods:
             )
             if meta.get("deletionTimestamp") or _age(pod, now) < self.template.stale_after:
                 continue
-            if owner not in live:
-                try:
-                    server = await self.hub.server_state(*owner)
-                except RestartRefused:  # the hub does not know the user: gone
-                    server = None
-                live[owner] = bool(server and (server.get("ready") or server.get("pending")))
-            if not live[owner]:
+            if owner not in gone:
+                user_path = f"users/{quote(owner[0], safe='')}"
+                gone[owner] = server_gone(*await self.hub.request("GET", user_path), owner[1])
+            if gone[owner]:
                 base = f"/api/v1/namespaces/{meta['namespace']}"
                 await self._delete_quietly(f"{base}/pods/{meta['name']}", 0)
                 await self._delete_quietly(f"{base}/secrets/{meta['name']}", 0)
@@ -305,7 +317,7 @@ class KernelPods:
         while True:
             try:
                 await self.sweep()
-            except (RestartRefused, KubeError, OSError, RuntimeError) as err:
+            except (RestartRefused, KubeError, OSError, HTTPClientError) as err:
                 log.warning("sweeping stale kernel pods: %s", err)
             await asyncio.sleep(self.template.sweep_interval)
 

@@ -14,7 +14,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from jupyter_mig.hub.kernels import KernelPods
-from jupyter_mig.hub.service import HubApi, Restarter, RestartRefused, make_app
+from jupyter_mig.hub.service import HubApi, Restarter, make_app
 
 TOKENS = {"alice-token": "alice", "bob-token": "bob"}
 
@@ -26,11 +26,16 @@ class Hub(HubApi):
         super().__init__("http://127.0.0.1:9/hub/api", "unused")
         self.running = {"alice": True, "bob": True}
 
-    async def user(self, name: str) -> dict[str, Any]:
-        if name not in self.running:
-            raise RestartRefused(502, f"the hub answered 404 for user {name}")
+    async def request(
+        self, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> tuple[int, Any]:
+        """``GET users/<name>``, as the hub's REST API answers it."""
+        name = path.removeprefix("users/")
+        if method != "GET" or name not in self.running:
+            return 404, {"message": f"no such user {name}"}
         server = {"ready": self.running[name], "user_options": {}}
-        return {"name": name, "groups": [], "servers": {"": server} if server["ready"] else {}}
+        servers = {"": server} if server["ready"] else {}
+        return 200, {"name": name, "groups": [], "servers": servers}
 
 
 class Auth:

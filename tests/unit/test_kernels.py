@@ -430,3 +430,24 @@ def test_a_bad_template_stops_the_hub_service_with_one_line(tmp_path: Path) -> N
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "is not a valid kernel pod template: unknown kernel pod template settings" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("status", "user", "gone"),
+    [
+        (404, {"message": "Not Found"}, True),
+        (200, {"servers": {}}, True),
+        (200, {"servers": {"": {"ready": False, "pending": None}}}, True),
+        (200, {"servers": {"": {"ready": True}}}, False),
+        (200, {"servers": {"": {"ready": False, "pending": "spawn"}}}, False),
+        (500, None, False),  # the hub cannot say: keep the pod
+        (403, {"message": "scope"}, False),
+        (200, "not json", False),
+    ],
+)
+def test_the_sweep_takes_a_pod_only_when_the_hub_says_its_server_is_gone(
+    status: int, user: Any, gone: bool
+) -> None:
+    from jupyter_mig.hub.kernels import server_gone
+
+    assert server_gone(status, user, "") is gone
