@@ -230,7 +230,13 @@ class KernelPods:
         try:
             created = await self._call("POST", f"{base}/pods", body=pod)
         except KubeError as err:
-            raise RestartRefused(409, f"kernel {kernel_id} exists already ({err.reason})") from None
+            if err.status == 409:
+                raise RestartRefused(409, f"kernel {kernel_id} exists already") from None
+            raise RestartRefused(
+                500,
+                f"the kernel pod cannot be created in namespace {pod['metadata']['namespace']} "
+                f"({err.message}); ask the hub admin to check c.KernelPodTemplate.namespace",
+            ) from None
         meta = created["metadata"]
         secret["metadata"]["ownerReferences"] = [
             {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}

@@ -14,6 +14,7 @@ override is kept for later restarts, as jupyter_client keeps every launch argume
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -79,7 +80,10 @@ class KernelService:
                     f"the hub service at {self.url} did not answer: {err}"
                 ) from None
             response = err.response
-        data = json.loads(response.body) if response.body else None
+        try:
+            data = json.loads(response.body) if response.body else None
+        except ValueError:  # e.g. a proxy's HTML error page
+            data = response.body[:200].decode("utf-8", "replace")
         return response.code, data
 
     async def create(
@@ -166,20 +170,12 @@ class GpuSliceProvisioner(KernelProvisionerBase):
             self.kernel_id, self.size, key, session.signature_scheme, self.launches
         )
         self.launches += 1
-        deadline = time.monotonic() + self.launch_timeout
-        said = ""
-        while self.pod.get("phase") != "Running" or not self.pod.get("ip"):
-            if self.pod.get("phase") in ENDED or time.monotonic() > deadline:
-                reason = self.pod.get("message") or f"phase {self.pod.get('phase')}"
+        try:
+            await self._until_running(service)
+        except BaseException:  # a launch that fails leaves no pod behind
+            with contextlib.suppress(KernelPodError):
                 await self.cleanup()
-                limit = f"within {self.launch_timeout:g} s"
-                raise KernelPodError(f"the {self.size} kernel pod did not run {limit}: {reason}")
-            if self.pod.get("message") and self.pod["message"] != said:
-                said = self.pod["message"]
-                self.log.info("kernel %s (%s): %s", self.kernel_id, self.size, said)
-            await asyncio.sleep(self.poll_interval)
-            state = await service.state(self.kernel_id)
-            self.pod = state if state is not None else {"phase": "Failed", "message": "deleted"}
+            raise
         ports = self.pod["ports"]
         self.connection_info = {
             "shell_port": ports["shell_port"],
@@ -200,6 +196,24 @@ class GpuSliceProvisioner(KernelProvisionerBase):
             self.pod.get("profile"),
         )
         return self.connection_info
+
+    async def _until_running(self, service: KernelService) -> None:
+        """Follow the new pod until it runs with an address; one clear error otherwise."""
+        deadline = time.monotonic() + self.launch_timeout
+        said = ""
+        pod: dict[str, Any] = self.pod or {}
+        while pod.get("phase") != "Running" or not pod.get("ip"):
+            if pod.get("phase") in ENDED or time.monotonic() > deadline:
+                reason = pod.get("message") or f"phase {pod.get('phase')}"
+                limit = f"within {self.launch_timeout:g} s"
+                raise KernelPodError(f"the {self.size} kernel pod did not run {limit}: {reason}")
+            if pod.get("message") and pod["message"] != said:
+                said = pod["message"]
+                self.log.info("kernel %s (%s): %s", self.kernel_id, self.size, said)
+            await asyncio.sleep(self.poll_interval)
+            state = await service.state(self.kernel_id)
+            pod = state if state is not None else {"phase": "Failed", "message": "deleted"}
+            self.pod = pod
 
     async def poll(self) -> int | None:
         """None while the pod runs (or the hub service cannot say), else its exit code."""

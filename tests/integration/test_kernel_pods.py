@@ -183,6 +183,10 @@ def test_kernels_get_pods_with_their_own_slices_and_nothing_outlives_them(
         with pytest.raises(KernelPodError, match="volumes cannot be rendered"):
             await alice.create(bad, "10gb", "key", "hmac-sha256")
         template.volumes = []
+        template.namespace = f"{namespace}-missing"
+        with pytest.raises(KernelPodError, match="cannot be created in namespace"):
+            await alice.create(bad, "10gb", "key", "hmac-sha256")
+        template.namespace = namespace
         assert objects(bad) == []
 
         # Shutting a kernel down takes its pod and Secret.

@@ -19,6 +19,7 @@ class FakeService:
         self.pending_polls = pending_polls
         self.end_with = end_with  # a phase the pod ends in instead of running
         self.launches = 0  # each pod gets the next address
+        self.broken = False  # state() fails, as a hub service that went away
 
     async def create(
         self, kernel_id: str, size: str, key: str, scheme: str, launch: int = 0
@@ -52,6 +53,8 @@ class FakeService:
 
     async def state(self, kernel_id: str) -> dict[str, Any] | None:
         self.calls.append(("state", kernel_id))
+        if self.broken:
+            raise prov.KernelPodError("the hub service did not answer")
         pod = self.pods.get(kernel_id)
         if pod is None:
             return None

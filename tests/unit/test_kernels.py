@@ -256,6 +256,22 @@ def test_a_pod_that_ends_before_it_runs_is_one_clear_error_and_is_deleted(
     assert service.pods == {}
 
 
+def test_a_launch_that_fails_half_way_leaves_no_pod(
+    kernel_dirs: KernelSpecManager, tmp_path: Path
+) -> None:
+    service = FakeService()
+    service.broken = True
+
+    async def scenario() -> None:
+        km = manager(kernel_dirs, service, tmp_path)
+        km.kernel_spec.metadata["kernel_provisioner"]["config"]["poll_interval"] = 0.01
+        with pytest.raises(prov.KernelPodError, match="did not answer"):
+            await km.start_kernel(kernel_id=KERNEL_ID)
+
+    asyncio.run(scenario())
+    assert ("delete", KERNEL_ID, "0") in service.calls and service.pods == {}
+
+
 def test_a_bad_size_is_refused_before_the_hub_is_asked(
     kernel_dirs: KernelSpecManager, tmp_path: Path
 ) -> None:
