@@ -467,3 +467,27 @@ def test_the_sweep_takes_a_pod_only_when_the_hub_says_its_server_is_gone(
     from jupyter_mig.hub.kernels import server_gone
 
     assert server_gone(status, user, "") is gone
+
+
+def test_the_pod_starts_ipykernel_on_a_private_copy_of_the_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_mig.kernels import launch
+
+    secret = tmp_path / "connection.json"
+    secret.write_text('{"key": "k"}')
+    monkeypatch.setenv(k.CONNECTION_ENV, str(secret))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "private"))
+    (tmp_path / "private").mkdir()
+    started: list[list[str]] = []
+    monkeypatch.setattr(launch.tempfile, "tempdir", None)
+    monkeypatch.setattr(launch.os, "execv", lambda path, argv: started.append(argv))
+    launch.main()
+    [argv] = started
+    assert argv[1:4] == ["-m", "ipykernel_launcher", "-f"]
+    copy = Path(argv[4])
+    assert copy.parent == tmp_path / "private" and copy.read_text() == '{"key": "k"}'
+    assert copy.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv(k.CONNECTION_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(SystemExit, match="names no connection file"):
+        launch.main()
