@@ -54,6 +54,8 @@ KERNEL_SELECTOR: Final = (
 CONNECTION_DIR: Final = "/etc/jupyter-mig-kernel"
 CONNECTION_KEY: Final = "connection.json"
 CONNECTION_ENV: Final = "JUPYTER_MIG_KERNEL_CONNECTION"
+#: A kernel pod's own kernel id (the pod's slice is in the ``JUPYTER_MIG_SIZE``/``SLICE`` names).
+KERNEL_ID_ENV: Final = "JUPYTER_MIG_KERNEL_ID"
 
 #: jupyter_client's kernel ids are UUIDs; only those become part of a resource name.
 _KERNEL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -257,6 +257,7 @@ class KernelPodTemplate(Configurable):
         resources.setdefault("limits", {})[chosen.resource] = "1"
         env = {**expand(dict(self.env), fields, "env")}
         env[k.CONNECTION_ENV] = f"{k.CONNECTION_DIR}/{k.CONNECTION_KEY}"
+        env[k.KERNEL_ID_ENV] = kernel_id
         # What the kernel's own slice is, under the names a server with a slice has.
         env.update(
             {SIZE_ENV: chosen.size, SLICE_ENV: chosen.profile, RESOURCE_ENV: chosen.resource}

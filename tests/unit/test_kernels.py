@@ -102,6 +102,7 @@ def test_the_pod_gets_the_slice_the_labels_and_the_key_only_through_the_secret()
     assert "s3cret-key" not in json.dumps(pod)
     env = {e["name"]: e["value"] for e in container["env"]}
     assert (env["JUPYTER_MIG_SIZE"], env["JUPYTER_MIG_SLICE"]) == ("10gb", "1g.10gb")
+    assert env[k.KERNEL_ID_ENV] == KERNEL_ID
     connection = json.loads(secret["stringData"][k.CONNECTION_KEY])
     assert connection["key"] == "s3cret-key" and connection["shell_port"] == 52001
 
