@@ -174,6 +174,16 @@ def test_kernels_get_pods_with_their_own_slices_and_nothing_outlives_them(
             await bob.delete(small)
         assert objects(small) == ["pods", "secrets"]
 
+        # The user's limits count kernel pods: the total of slices, and the number of kernels.
+        kernels.settings.max_total_size = "30gb"
+        with pytest.raises(KernelPodError, match=r"would bring the GPU slices .* to 40 GB"):
+            await alice.create(bad, "10gb", "key", "hmac-sha256")
+        kernels.settings.max_total_size = None
+        template.max_kernels_per_user = 2
+        with pytest.raises(KernelPodError, match="you have 2 kernels with GPU slices"):
+            await alice.create(bad, "10gb", "key", "hmac-sha256")
+        template.max_kernels_per_user = 4
+
         # A bad size: one clear message, nothing created.
         with pytest.raises(KernelPodError, match="cannot read 'lots' as a GPU slice size"):
             await alice.create(bad, "lots", "key", "hmac-sha256")
