@@ -25,10 +25,11 @@ from urllib.parse import quote, urlencode
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.web import HTTPError
 from traitlets import Float, Unicode
 
 from jupyter_mig.kernels.contract import KERNELS_PATH, PORT_NAMES
-from jupyter_mig.mig.sizes import parse_size
+from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.slices.contract import SERVICE_URL_ENV
 
 #: The kernel spec / launch argument that carries the size.
@@ -37,8 +38,19 @@ OPTION = "gpu_slice"
 ENDED = ("Succeeded", "Failed")
 
 
-class KernelPodError(RuntimeError):
-    """The hub service refused the kernel, or its pod did not come up (one clear line)."""
+class KernelPodError(HTTPError):
+    """The hub service refused the kernel, or its pod did not come up (one clear line).
+
+    An HTTP error, so that jupyter_server shows the user this message (with the hub service's
+    status for a refusal) instead of "Unhandled error".
+    """
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(status, message.replace("%", "%%"))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class KernelService:
@@ -99,7 +111,10 @@ class KernelService:
         }
         status, data = await self._call("POST", KERNELS_PATH, body)
         if status != 201:
-            raise KernelPodError(f"no GPU kernel with {size}: {_message(data)}")
+            # The user's own refusals keep their status; anything else (this server's token
+            # refused, the service failing) is the server's gateway failing: 502.
+            status = status if status in (400, 403, 409, 429) else 502
+            raise KernelPodError(f"no GPU kernel with {size}: {_message(data)}", status)
         return dict(data)
 
     async def state(self, kernel_id: str) -> dict[str, Any] | None:
@@ -155,7 +170,10 @@ class GpuSliceProvisioner(KernelProvisionerBase):
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Check the size here, before anything is asked of the hub."""
         size = str(kwargs.pop(OPTION, None) or self.gpu_slice)
-        parse_size(size)  # one clear line when it is malformed
+        try:
+            parse_size(size)
+        except SizeError as err:  # one clear line, before anything is asked of the hub
+            raise KernelPodError(str(err), 400) from None
         self.size = size
         kwargs.pop("extra_arguments", None)
         for name in PORT_NAMES:  # so that the kernel manager takes the new pod's ports

@@ -392,3 +392,13 @@ def test_a_server_without_a_gpu_runs_a_gpu_kernel_in_its_own_pod(stack: Stack) -
     wait_for("the kernel pod to go", gone, WAIT_S)
     with pytest.raises(kubernetes.client.ApiException):
         s.api.read_namespaced_secret(name, s.namespace)
+
+    # A server whose token was revoked cannot create more kernel pods.
+    status, tokens = admin(s, "GET", "users/alice/tokens")
+    revoked = [t["id"] for t in tokens["api_tokens"] if (t.get("note") or "").startswith("Server")]
+    assert revoked, tokens
+    for token_id in revoked:
+        assert admin(s, "DELETE", f"users/alice/tokens/{token_id}")[0] == 204
+    status, doc = call(server + "api/kernels", alice, "POST", {"name": "gpu-10gb"})
+    assert status == 502 and "the hub does not know this token" in doc["message"], doc
+    assert not [p for p in s.pods() if p.metadata.name.startswith("kernel-")]

@@ -280,8 +280,9 @@ def test_a_bad_size_is_refused_before_the_hub_is_asked(
 
     async def scenario() -> None:
         km = manager(kernel_dirs, service, tmp_path)
-        with pytest.raises(SizeError, match="cannot read 'huge'"):
+        with pytest.raises(prov.KernelPodError, match="cannot read 'huge'") as caught:
             await km.start_kernel(kernel_id=KERNEL_ID, gpu_slice="huge")
+        assert caught.value.status_code == 400  # jupyter_server shows the message
 
     asyncio.run(scenario())
     assert service.calls == []
