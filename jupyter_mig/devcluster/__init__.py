@@ -21,11 +21,14 @@ The Python API (``up``, ``down``, ``running``, ``build``, :class:`DevCluster`) i
 pytest fixture ``cluster`` in ``tests/conftest.py`` and the local demo use.  Its parts:
 
     common.py         versions, paths (tests/cluster, its .cache), the file lock, log helpers
-    binaries.py       the build of the binaries and its stamp
+    binaries.py       the builds of the binaries (control plane; kubelet and kubectl) and stamps
     processes.py      the processes of a DIR (find, stop in order) and free ports
     pki.py            certificates, keys, tokens, kubeconfigs
     cluster.py        :class:`DevCluster` (state.json) and its client/test helpers
     control_plane.py  ``up``, ``down``, ``running``: start and stop the components
+    node.py           real GPU nodes (``up --gpu-nodes N``): kubelet, containerd, CNI, NVIDIA's
+                      device plugin on simulated GPUs; their clean stop
+    images.py         the pause and busybox images, built here as archives containerd imports
     cli.py            the ``jupyter-mig devcluster`` subcommand
 """
 
