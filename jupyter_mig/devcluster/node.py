@@ -269,7 +269,7 @@ def kubelet_config(node: GpuNode, ca_file: Path) -> str:
 # -- cgroups ---------------------------------------------------------------------------------
 
 
-def _hierarchies() -> list[Path]:
+def cgroup_hierarchies() -> list[Path]:
     """The mounted cgroup v1 hierarchies (cpu, memory, ..., name=systemd)."""
     try:
         return sorted(p for p in CGROUP_FS.iterdir() if p.is_dir() and not p.is_symlink())
@@ -280,7 +280,7 @@ def _hierarchies() -> list[Path]:
 def make_cgroup(path: str) -> None:
     """``path`` in every hierarchy, with cpuset's CPUs and memory nodes copied from above
     (a new cpuset cgroup starts empty on cgroup v1)."""
-    for hierarchy in _hierarchies():
+    for hierarchy in cgroup_hierarchies():
         current = hierarchy
         for part in path.strip("/").split("/"):
             current = current / part
@@ -293,7 +293,7 @@ def make_cgroup(path: str) -> None:
 
 def cgroup_pids(path: str) -> set[int]:
     pids: set[int] = set()
-    for hierarchy in _hierarchies():
+    for hierarchy in cgroup_hierarchies():
         top = hierarchy / path.strip("/")
         if top.is_dir():
             for procs in top.rglob("cgroup.procs"):
@@ -304,7 +304,7 @@ def cgroup_pids(path: str) -> set[int]:
 
 def remove_cgroup(path: str) -> None:
     """Remove ``path`` and everything below it (deepest first), and its parent when empty."""
-    for hierarchy in _hierarchies():
+    for hierarchy in cgroup_hierarchies():
         top = hierarchy / path.strip("/")
         if not top.is_dir():
             continue
@@ -687,6 +687,16 @@ def stop_node(cluster: DevCluster | None, node: GpuNode, timeout: float = STOP_T
         with contextlib.suppress(OSError):
             empty.rmdir()
     shutil.rmtree(node.dir, ignore_errors=True)
+    if cluster is not None and cluster.readyz():
+        with cluster.api_client() as api:
+            from kubernetes import client
+
+            with contextlib.suppress(client.ApiException):
+                client.CoreV1Api(api).delete_node(node.name)
+
+
+def node_absent(cluster: DevCluster, name: str) -> bool:
+    return api_get(cluster, f"/api/v1/nodes/{name}", 3.0)[0] == 404
 
 
 def stop_nodes(cluster_dir: Path, cluster: DevCluster | None) -> int:
