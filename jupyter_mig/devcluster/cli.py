@@ -9,8 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from jupyter_mig.devcluster.binaries import build
-from jupyter_mig.devcluster.common import BIN, DEFAULT_DIR, NODE_BIN, log_stderr
+from jupyter_mig.devcluster.binaries import build, build_node
+from jupyter_mig.devcluster.common import DEFAULT_DIR, NODE_BIN, log_stderr
 from jupyter_mig.devcluster.control_plane import (
     DEFAULT_NODE_GRACE,
     START_TIMEOUT_S,
@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p_build = sub.add_parser("build", help="build the binaries into tests/cluster/.cache/bin")
     p_build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p_build.add_argument("--node", action="store_true",
+                         help="build the GPU nodes' kubelet and kubectl instead, into "
+                              "tests/node/.cache/bin")  # fmt: skip
 
 
 def _env_lines(kubeconfig: Path) -> str:
@@ -76,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if action is None:
         raise UserError("say what to do: up, down, env or build (see --help)")
     if action == "build":
-        build(force=args.force)
-        print(BIN)
+        print(build_node(force=args.force) if args.node else build(force=args.force))
         return 0
     if action == "up":
         if args.port is not None and not 1 <= args.port <= 65535:

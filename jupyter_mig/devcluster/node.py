@@ -577,6 +577,37 @@ def ensure_nodes(
 # -- stop ------------------------------------------------------------------------------------
 
 
+def crash_and_restart(cluster: DevCluster, node: GpuNode, part: str) -> int:
+    """SIGKILL the node's ``kubelet`` or ``containerd`` (a crash) and start it again with the
+    same command line in the node's mount namespace, which its other processes keep; return
+    the new pid."""
+    processes = node_processes(node)
+    [pid] = processes[part]
+    argv = proc_cmdline(pid)
+    keeper = next(p for other in ("kubelet", "containerd", "shims") if other != part
+                  for p in processes[other])  # fmt: skip
+    namespace = os.readlink(f"/proc/{keeper}/ns/mnt")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while alive(pid):
+        if time.monotonic() > deadline:
+            raise UserError(f"{node.name}: {part} (pid {pid}) did not die after SIGKILL")
+        time.sleep(0.05)
+    with open(cluster.logs / f"{node.name}-{part}.log", "ab") as out:
+        out.write(b"$ (restarted after SIGKILL)\n")
+        out.flush()
+        proc = subprocess.Popen(
+            ["nsenter", f"--mount=/proc/{keeper}/ns/mnt", "--", *argv],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    if os.readlink(f"/proc/{keeper}/ns/mnt") != namespace:
+        raise UserError(f"{node.name}: the node's mount namespace changed while restarting")
+    node.pids[part] = proc.pid
+    (node.dir / "node.json").write_text(json.dumps(node.to_json(), indent=2) + "\n")
+    return proc.pid
+
+
 def _delete_node_pods(cluster: DevCluster | None, name: str) -> None:
     """Force-delete the pods bound to the node: its kubelet then stops each sandbox, which
     tears down its network and unmounts its volumes."""

@@ -27,6 +27,7 @@ from jupyter_mig.devcluster import DevCluster
 from jupyter_mig.devcluster import node as gpu_nodes
 from jupyter_mig.devcluster.images import BUSYBOX_BINARY, BUSYBOX_IMAGE
 from jupyter_mig.deviceplugin import nvidia
+from jupyter_mig.nvml.simgpu import set_latency
 
 _TOOLS = ("containerd", "ctr", "runc", "ip", "unshare", "nsenter")
 pytestmark = [
@@ -133,6 +134,57 @@ def test_seed_deployment_on_a_real_kubelet(system: System, gpu_node: gpu_nodes.G
     [gpu] = obj["status"]["gpus"]
     assert {i["pod"].split("/")[1]: i["uuid"] for i in gpu["instances"]} == visible
     assert set(visible.values()) <= set(node.nvml_devices())
+
+
+def _busybox_pod(system: System, name: str, profile: str) -> dict[str, object]:
+    body = system.pod_body(name, profile, interactive=True)
+    body["spec"]["containers"][0].update(
+        image=BUSYBOX_IMAGE, imagePullPolicy="Never", command=["sh", "-c", PRINT_DEVICES]
+    )
+    return body
+
+
+def _restarts(system: System, name: str) -> int:
+    pod = system.pod(name) or {}
+    return sum(s.get("restartCount", 0) for s in pod["status"].get("containerStatuses") or [])
+
+
+def _changing(system: System, node: str) -> bool:
+    """The controller wrote a new spec that the agent has not finished applying."""
+    obj = system.mignode(node) or {}
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return bool(observed is not None and observed != obj["metadata"].get("generation"))
+
+
+#: Each case asks for a size no earlier test of the module leaves free, so it needs carving.
+@pytest.mark.parametrize(("part", "profile"), [("kubelet", "2g.20gb"), ("containerd", "3g.40gb")])
+def test_a_node_process_crashing_mid_change_converges(
+    system: System, gpu_node: gpu_nodes.GpuNode, cluster: DevCluster, part: str, profile: str
+) -> None:
+    """SIGKILL the kubelet (or containerd) while the agent carves a new slice: a pod already
+    running keeps its container and its slice, the new pod runs, the system settles."""
+    node = system.add_real_node(gpu_node)
+    system.start_controller("controller-0")
+    path = f"/api/v1/namespaces/{system.namespace}/pods"
+    system.kube.request("POST", path, body=_busybox_pod(system, "first", PROFILE))
+    system.wait("the first pod to run", lambda: system.running(["first"]))
+    system.wait("the system to settle", system.settled)
+    [device] = [u for u, (_n, pod) in system.held_devices().items() if pod.endswith("/first")]
+
+    # Slow creates widen the window in which the node process dies.
+    set_latency(node.state, {"nvmlDeviceCreateGpuInstanceWithPlacement": 2.0})
+    system.kube.request("POST", path, body=_busybox_pod(system, "second", profile))
+    system.wait("the agent to apply a new layout", lambda: _changing(system, node.name))
+    pid = gpu_nodes.crash_and_restart(cluster, gpu_node, part)
+    system.note(f"{part} killed mid-change; restarted as pid {pid}")
+
+    system.wait("both pods to run", lambda: system.running(["first", "second"]), 2 * WAIT_S)
+    system.wait("the system to settle", system.settled)
+    held = {pod: uuid for uuid, (_n, pod) in system.held_devices().items()}
+    assert held[f"{system.namespace}/first"] == device
+    assert _restarts(system, "first") == 0, f"the first pod's container restarted ({part})"
+    assert _visible_devices(system, "second") == held[f"{system.namespace}/second"]
+    set_latency(node.state, {})
 
 
 def test_stopping_a_node_leaves_nothing_behind(cluster: DevCluster) -> None:
