@@ -41,7 +41,13 @@ from jupyter_mig.devcluster.binaries import (
 )
 from jupyter_mig.devcluster.cli import add_arguments, run
 from jupyter_mig.devcluster.cluster import DevCluster
-from jupyter_mig.devcluster.common import BIN, COMPONENTS, DEFAULT_DIR, KUBERNETES_VERSION
+from jupyter_mig.devcluster.common import (
+    BIN,
+    COMPONENTS,
+    DEFAULT_DIR,
+    KUBERNETES_VERSION,
+    NODE_BIN,
+)
 from jupyter_mig.devcluster.control_plane import down, running, up
 from jupyter_mig.devcluster.pki import kubeconfig_text
 from jupyter_mig.devcluster.processes import dir_processes, port_free
@@ -52,6 +58,7 @@ __all__ = [
     "DEFAULT_DIR",
     "GO_FALLBACKS",
     "KUBERNETES_VERSION",
+    "NODE_BIN",
     "DevCluster",
     "add_arguments",
     "binaries_fresh",

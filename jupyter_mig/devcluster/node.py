@@ -61,10 +61,11 @@ CGROUP_PARENT = "jupyter-mig"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 NODE_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 60.0
-#: Pod networks: node i gets 10.244.i.0/24 on its own bridge, whose address 10.244.i.1 is
-#: also the node's IP (the kubelet refuses a loopback node IP); traffic stays on this machine.
-POD_SUBNET = "10.244.{index}.0/24"
-NODE_IP = "10.244.{index}.1"
+#: Pod networks: node i of a cluster gets 10.N.i.0/24 on its own bridge (N from 200 to 249,
+#: by the cluster's directory, so clusters on one machine rarely meet; a subnet in use is
+#: refused), whose address 10.N.i.1 is also the node's IP (the kubelet refuses a loopback
+#: one).  Traffic stays on this machine.
+POD_NETWORKS = 50
 
 # The node's mount namespace, where containerd, its shims and containers, and the kubelet run:
 # the kubelet's device-plugin directory is fixed at /var/lib/kubelet/device-plugins, so each
@@ -92,13 +93,18 @@ class GpuNode:
     run_dir: Path
     cgroup: str  # the kubelet's cgroupRoot, e.g. /jupyter-mig/ab12cd34-gpu-1
     bridge: str
+    network: str  # the first three octets of its pod subnet, e.g. 10.213.1
     kubelet_port: int
     healthz_port: int
     pids: dict[str, int]
 
     @property
     def ip(self) -> str:
-        return NODE_IP.format(index=self.index)
+        return f"{self.network}.1"
+
+    @property
+    def subnet(self) -> str:
+        return f"{self.network}.0/24"
 
     @property
     def gpu_state(self) -> Path:
@@ -132,6 +138,11 @@ class GpuNode:
         fields = {k: data[k] for k in cls.__dataclass_fields__}
         fields["dir"], fields["run_dir"] = Path(data["dir"]), Path(data["run_dir"])
         return cls(**fields)
+
+
+def _record(node: GpuNode) -> None:
+    """``node.json``: what ``down`` and a later ``up`` read."""
+    (node.dir / "node.json").write_text(json.dumps(node.to_json(), indent=2) + "\n")
 
 
 def _key(cluster_dir: Path) -> str:
@@ -219,7 +230,7 @@ def cni_config(node: GpuNode) -> str:
                     "ipMasq": False,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": POD_SUBNET.format(index=node.index)}]],
+                        "ranges": [[{"subnet": node.subnet}]],
                         "dataDir": str(node.run_dir / "cni-ipam"),
                     },
                 }
@@ -353,6 +364,15 @@ def link_exists(name: str) -> bool:
 def make_bridge(node: GpuNode) -> None:
     """The node's bridge with its gateway address (the node IP), before the first pod."""
     if not link_exists(node.bridge):
+        taken = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show", "to", node.subnet],
+            capture_output=True, text=True, timeout=30, check=False,
+        ).stdout.split()  # fmt: skip
+        if taken:
+            raise UserError(
+                f"{node.name}: its pod subnet {node.subnet} is in use on {taken[1]}: stop the "
+                "cluster that uses it, or start this one in another --dir"
+            )
         for command in (
             ["ip", "link", "add", "name", node.bridge, "type", "bridge"],
             ["ip", "addr", "add", f"{node.ip}/24", "dev", node.bridge],
@@ -470,7 +490,8 @@ def start_node(
     cluster: DevCluster, name: str, index: int, model: str, gpus: int, log: Log,
     timeout: float = NODE_TIMEOUT_S,
 ) -> GpuNode:  # fmt: skip
-    """Start one GPU node; return once its Node is Ready and NVIDIA's plugin registered."""
+    """Start one GPU node; return once its Node is Ready and NVIDIA's plugin has read NVML.
+    On any failure, what was started is stopped and removed."""
     from jupyter_mig.deviceplugin import nvidia
 
     key = _key(cluster.dir)
@@ -478,25 +499,26 @@ def start_node(
     node = GpuNode(
         name=name, index=index, model=model, gpus=gpus, dir=cluster.dir / "nodes" / name,
         run_dir=RUN_ROOT / key / name, cgroup=f"/{CGROUP_PARENT}/{key}-{name}",
-        bridge=f"jm{key[:6]}-{index}"[:15], kubelet_port=kubelet_port,
+        bridge=f"jm{key[:6]}-{index}"[:15],
+        network=f"10.{200 + int(key, 16) % POD_NETWORKS}.{index}", kubelet_port=kubelet_port,
         healthz_port=healthz_port, pids={},
     )  # fmt: skip
     for path in (node.dir / "containerd", node.dir / "cni", node.dir / "manifests", node.run_dir):
         path.mkdir(parents=True, exist_ok=True)
-    (node.dir / "node.json").write_text(json.dumps(node.to_json(), indent=2) + "\n")
-    simgpu.init_state(node.gpu_state, model, gpus)
-    make_cgroup(node.cgroup)
-    make_bridge(node)
-    node.device_plugin_dir.mkdir(parents=True, exist_ok=True)
-    cni_bin = _cni_bin()
-    (node.dir / "containerd" / "config.toml").write_text(containerd_config(node, cni_bin))
-    (node.dir / "cni" / "10-bridge.conflist").write_text(cni_config(node))
-    (node.dir / "kubelet.json").write_text(kubelet_config(node, cluster.ca_file))
-    kubeconfig = cluster.kubeconfig_for_user(
-        f"system:node:{name}", ["system:nodes"], path=node.dir / "kubelet.kubeconfig"
-    )
+    _record(node)  # from here on, ``down`` finds what to remove
     starter = _NodeStarter(cluster, node, time.monotonic() + timeout, log)
     try:
+        simgpu.init_state(node.gpu_state, model, gpus)
+        make_cgroup(node.cgroup)
+        make_bridge(node)
+        node.device_plugin_dir.mkdir(parents=True, exist_ok=True)
+        cni_bin = _cni_bin()
+        (node.dir / "containerd" / "config.toml").write_text(containerd_config(node, cni_bin))
+        (node.dir / "cni" / "10-bridge.conflist").write_text(cni_config(node))
+        (node.dir / "kubelet.json").write_text(kubelet_config(node, cluster.ca_file))
+        kubeconfig = cluster.kubeconfig_for_user(
+            f"system:node:{name}", ["system:nodes"], path=node.dir / "kubelet.kubeconfig"
+        )
         starter.start(
             "containerd",
             ["unshare", "-m", "--propagation", "private", "sh", "-c", _NODE_NAMESPACE_SCRIPT,
@@ -534,11 +556,14 @@ def start_node(
             f"NVIDIA's device plugin to read NVML on {name}",
             lambda: _plugin_started(plugin_log, offset),
         )
-    except BaseException:
-        (node.dir / "node.json").write_text(json.dumps(node.to_json(), indent=2) + "\n")
-        stop_node(cluster, node)
+    except BaseException as err:
+        _record(node)
+        try:
+            stop_node(cluster, node)
+        except UserError as left:
+            raise UserError(f"{err}\n{name}: and stopping it failed: {left}") from None
         raise
-    (node.dir / "node.json").write_text(json.dumps(node.to_json(), indent=2) + "\n")
+    _record(node)
     return node
 
 
@@ -604,7 +629,7 @@ def crash_and_restart(cluster: DevCluster, node: GpuNode, part: str) -> int:
     if os.readlink(f"/proc/{keeper}/ns/mnt") != namespace:
         raise UserError(f"{node.name}: the node's mount namespace changed while restarting")
     node.pids[part] = proc.pid
-    (node.dir / "node.json").write_text(json.dumps(node.to_json(), indent=2) + "\n")
+    _record(node)
     return proc.pid
 
 

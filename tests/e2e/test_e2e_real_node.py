@@ -55,11 +55,14 @@ def _log(message: str) -> None:
 
 @pytest.fixture(scope="module")
 def gpu_node(cluster: DevCluster) -> Iterator[gpu_nodes.GpuNode]:
+    """Node gpu-1 (A100-80GB), stopped afterwards unless it ran before (a reused cluster)."""
+    before = {n.name for n in gpu_nodes.recorded_nodes(cluster.dir) if gpu_nodes.node_running(n)}
     [node] = gpu_nodes.ensure_nodes(cluster, 1, "A100-80GB", 1, _log)
     try:
         yield node
     finally:
-        gpu_nodes.stop_node(cluster, node)
+        if node.name not in before:
+            gpu_nodes.stop_node(cluster, node)
 
 
 def _deployment(system: System) -> dict[str, object]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -70,20 +71,20 @@ def _node(index: int = 2) -> gpu_nodes.GpuNode:
     return gpu_nodes.GpuNode(
         name="gpu-2", index=index, model="A100-80GB", gpus=1, dir=Path("/d/nodes/gpu-2"),
         run_dir=Path("/run/jupyter-mig/k/gpu-2"), cgroup="/jupyter-mig/k-gpu-2",
-        bridge="jmabcdef-2", kubelet_port=10250, healthz_port=10248, pids={},
+        bridge="jmabcdef-2", network="10.213.2", kubelet_port=10250, healthz_port=10248, pids={},
     )  # fmt: skip
 
 
 def test_each_node_has_its_own_network_cgroup_and_sockets() -> None:
     node = _node()
     kubelet = json.loads(gpu_nodes.kubelet_config(node, Path("/d/pki/ca.crt")))
-    assert kubelet["address"] == node.ip == "10.244.2.1"
+    assert kubelet["address"] == node.ip == "10.213.2.1"
     assert kubelet["cgroupRoot"] == node.cgroup
     assert kubelet["containerRuntimeEndpoint"] == f"unix://{node.containerd_socket}"
     cni = json.loads(gpu_nodes.cni_config(node))
     [bridge] = cni["plugins"]
     assert bridge["bridge"] == node.bridge
-    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.2.0/24"}]]
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.213.2.0/24"}]]
     containerd = gpu_nodes.containerd_config(node, "/usr/lib/cni")
     assert f'address = "{node.containerd_socket}"' in containerd
     assert f'sandbox_image = "{images.PAUSE_IMAGE}"' in containerd
@@ -100,3 +101,14 @@ def test_a_recorded_node_reads_back(tmp_path: Path) -> None:
     (tmp_path / "nodes" / "torn").mkdir()
     (tmp_path / "nodes" / "torn" / "node.json").write_text("{")
     assert gpu_nodes.recorded_nodes(tmp_path) == [node]
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2")
+def test_a_pod_subnet_in_use_is_refused_before_a_bridge_is_made() -> None:
+    from jupyter_mig.errors import UserError
+
+    node = _node()
+    node.network = "127.0.0"  # loopback's own subnet: in use on every machine
+    with pytest.raises(UserError, match=r"pod subnet 127\.0\.0\.0/24 is in use on lo"):
+        gpu_nodes.make_bridge(node)
+    assert not gpu_nodes.link_exists(node.bridge)
