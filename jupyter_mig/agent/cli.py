@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from jupyter_mig.api.cluster import require_crds
     from jupyter_mig.kube.client import TRANSPORT_ERRORS, Kube, new_api_client
     from jupyter_mig.nvml import open_backend
+    from jupyter_mig.nvml.simgpu import ENV_DIR
 
     api_client = new_api_client(args.kubeconfig)
     kube = Kube(api_client, c.AGENT_FIELD_MANAGER)
@@ -130,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
         socket = args.pod_resources_socket or str(sim_dir / SIM_SOCKET)
     mode = args.device_plugin_refresh or ("pod" if sim_dir is None else "sim")
     if mode == "signal":
-        refresher = SignalRefresher()
+        # Simulated GPUs: only the plugin that reads this node's (several may run here).
+        own = f"{ENV_DIR}={sim_dir.resolve()}" if sim_dir is not None else None
+        refresher = SignalRefresher(environment=own)
     elif mode == "pod":
         refresher = PodRefresher(
             client.CoreV1Api(api_client),
