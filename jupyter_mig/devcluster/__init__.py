@@ -28,6 +28,7 @@ pytest fixture ``cluster`` in ``tests/conftest.py`` and the local demo use.  Its
     control_plane.py  ``up``, ``down``, ``running``: start and stop the components
     node.py           real GPU nodes (``up --gpu-nodes N``): kubelet, containerd, CNI, NVIDIA's
                       device plugin on simulated GPUs; their clean stop
+    host.py           what a node makes on the machine: cgroups, mounts, bridges (and removes)
     images.py         the pause and busybox images, built here as archives containerd imports
     cli.py            the ``jupyter-mig devcluster`` subcommand
 """

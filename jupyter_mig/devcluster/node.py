@@ -47,6 +47,15 @@ from jupyter_mig.api import constants as c
 from jupyter_mig.devcluster.binaries import build_node
 from jupyter_mig.devcluster.cluster import DevCluster, api_get
 from jupyter_mig.devcluster.common import NODE_BIN, Log, log_tail
+from jupyter_mig.devcluster.host import (
+    CGROUP_FS,
+    cgroup_pids,
+    delete_link,
+    make_bridge,
+    make_cgroup,
+    remove_cgroup,
+    unmount_all,
+)
 from jupyter_mig.devcluster.images import PAUSE_IMAGE, node_images
 from jupyter_mig.devcluster.processes import alive, free_ports, proc_cmdline
 from jupyter_mig.errors import UserError
@@ -56,7 +65,6 @@ from jupyter_mig.nvml import simgpu
 RUN_ROOT = Path("/run/jupyter-mig")
 #: Containerd 1.6 puts its shims' sockets here whatever its state directory; removed when empty.
 SHIM_SOCKETS = Path("/run/containerd/s")
-CGROUP_FS = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "jupyter-mig"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 NODE_TIMEOUT_S = 180.0
@@ -277,119 +285,6 @@ def kubelet_config(node: GpuNode, ca_file: Path) -> str:
     return json.dumps(config, indent=2)
 
 
-# -- cgroups ---------------------------------------------------------------------------------
-
-
-def cgroup_hierarchies() -> list[Path]:
-    """The mounted cgroup v1 hierarchies (cpu, memory, ..., name=systemd)."""
-    try:
-        return sorted(p for p in CGROUP_FS.iterdir() if p.is_dir() and not p.is_symlink())
-    except OSError:
-        return []
-
-
-def make_cgroup(path: str) -> None:
-    """``path`` in every hierarchy, with cpuset's CPUs and memory nodes copied from above
-    (a new cpuset cgroup starts empty on cgroup v1)."""
-    for hierarchy in cgroup_hierarchies():
-        current = hierarchy
-        for part in path.strip("/").split("/"):
-            current = current / part
-            current.mkdir(exist_ok=True)
-            if hierarchy.name == "cpuset":
-                for knob in ("cpuset.cpus", "cpuset.mems"):
-                    if not (current / knob).read_text().strip():
-                        (current / knob).write_text((current.parent / knob).read_text())
-
-
-def cgroup_pids(path: str) -> set[int]:
-    pids: set[int] = set()
-    for hierarchy in cgroup_hierarchies():
-        top = hierarchy / path.strip("/")
-        if top.is_dir():
-            for procs in top.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError, ValueError):
-                    pids |= {int(x) for x in procs.read_text().split()}
-    return pids
-
-
-def remove_cgroup(path: str) -> None:
-    """Remove ``path`` and everything below it (deepest first), and its parent when empty."""
-    for hierarchy in cgroup_hierarchies():
-        top = hierarchy / path.strip("/")
-        if not top.is_dir():
-            continue
-        for directory in sorted(
-            (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-        ):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
-        with contextlib.suppress(OSError):
-            top.parent.rmdir()  # /jupyter-mig, once no node of any cluster uses it
-
-
-# -- mounts and network devices ---------------------------------------------------------------
-
-
-def mounts_under(*roots: Path) -> list[str]:
-    """Mount points at or below ``roots``, deepest first."""
-    found = []
-    prefixes = [str(r) for r in roots]
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            point = line.split()[4].replace("\\040", " ")
-            if any(point == p or point.startswith(p + "/") for p in prefixes):
-                found.append(point)
-    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
-
-
-def unmount_all(*roots: Path) -> None:
-    for _ in range(5):  # stacked mounts: repeat until none is left
-        points = mounts_under(*roots)
-        if not points:
-            return
-        for point in points:
-            subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)
-    left = mounts_under(*roots)
-    if left:
-        raise UserError(f"mounts left after unmounting: {left}; unmount them by hand")
-
-
-def link_exists(name: str) -> bool:
-    return Path(f"/sys/class/net/{name}").exists()
-
-
-def make_bridge(node: GpuNode) -> None:
-    """The node's bridge with its gateway address (the node IP), before the first pod."""
-    if not link_exists(node.bridge):
-        taken = subprocess.run(
-            ["ip", "-o", "-4", "addr", "show", "to", node.subnet],
-            capture_output=True, text=True, timeout=30, check=False,
-        ).stdout.split()  # fmt: skip
-        if taken:
-            raise UserError(
-                f"{node.name}: its pod subnet {node.subnet} is in use on {taken[1]}: stop the "
-                "cluster that uses it, or start this one in another --dir"
-            )
-        for command in (
-            ["ip", "link", "add", "name", node.bridge, "type", "bridge"],
-            ["ip", "addr", "add", f"{node.ip}/24", "dev", node.bridge],
-            ["ip", "link", "set", node.bridge, "up"],
-        ):
-            done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-            if done.returncode != 0:
-                raise UserError(f"{' '.join(command)} failed: {done.stderr.strip()}")
-
-
-def delete_link(name: str) -> None:
-    if link_exists(name):
-        subprocess.run(["ip", "link", "delete", name], capture_output=True, timeout=30, check=False)
-    if link_exists(name):
-        raise UserError(f"network device {name} is left; delete it with `ip link delete {name}`")
-
-
 # -- start -----------------------------------------------------------------------------------
 
 
@@ -510,7 +405,7 @@ def start_node(
     try:
         simgpu.init_state(node.gpu_state, model, gpus)
         make_cgroup(node.cgroup)
-        make_bridge(node)
+        make_bridge(node.bridge, f"{node.ip}/24", node.subnet, node.name)
         node.device_plugin_dir.mkdir(parents=True, exist_ok=True)
         cni_bin = _cni_bin()
         (node.dir / "containerd" / "config.toml").write_text(containerd_config(node, cni_bin))

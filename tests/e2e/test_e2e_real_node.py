@@ -23,7 +23,7 @@ import pytest
 from e2e_harness import WAIT_S, System, layout_problems
 from support.waiting import wait_for
 
-from jupyter_mig.devcluster import DevCluster
+from jupyter_mig.devcluster import DevCluster, host
 from jupyter_mig.devcluster import node as gpu_nodes
 from jupyter_mig.devcluster.images import BUSYBOX_BINARY, BUSYBOX_IMAGE
 from jupyter_mig.deviceplugin import nvidia
@@ -228,15 +228,15 @@ def test_stopping_a_node_leaves_nothing_behind(cluster: DevCluster) -> None:
 
             wait_for("the pod to run on the node", running, WAIT_S)
         assert gpu_nodes.node_processes(node)["containers"], "the pod's processes are in the cgroup"
-        assert gpu_nodes.link_exists(node.bridge)
+        assert host.link_exists(node.bridge)
     finally:
         gpu_nodes.stop_node(cluster, node)
 
     assert not any(gpu_nodes.node_processes(node).values())
-    assert gpu_nodes.mounts_under(node.run_dir, node.dir) == []
-    assert not gpu_nodes.link_exists(node.bridge)
-    assert not gpu_nodes.cgroup_pids(node.cgroup)
-    assert not any((h / node.cgroup.strip("/")).exists() for h in gpu_nodes.cgroup_hierarchies())
+    assert host.mounts_under(node.run_dir, node.dir) == []
+    assert not host.link_exists(node.bridge)
+    assert not host.cgroup_pids(node.cgroup)
+    assert not any((h / node.cgroup.strip("/")).exists() for h in host.cgroup_hierarchies())
     assert not node.run_dir.exists() and not node.dir.exists()
     assert _veths() <= veths_before  # the pod's veth went with its network namespace
     assert gpu_nodes.node_absent(cluster, node.name)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_mig import cli
-from jupyter_mig.devcluster import images
+from jupyter_mig.devcluster import host, images
 from jupyter_mig.devcluster import node as gpu_nodes
 
 
@@ -107,8 +107,7 @@ def test_a_recorded_node_reads_back(tmp_path: Path) -> None:
 def test_a_pod_subnet_in_use_is_refused_before_a_bridge_is_made() -> None:
     from jupyter_mig.errors import UserError
 
-    node = _node()
-    node.network = "127.0.0"  # loopback's own subnet: in use on every machine
-    with pytest.raises(UserError, match=r"pod subnet 127\.0\.0\.0/24 is in use on lo"):
-        gpu_nodes.make_bridge(node)
-    assert not gpu_nodes.link_exists(node.bridge)
+    # Loopback's own subnet: in use on every machine.
+    with pytest.raises(UserError, match=r"gpu-2: its pod subnet 127\.0\.0\.0/24 is in use on lo"):
+        host.make_bridge("jmtest-2", "127.0.0.2/24", "127.0.0.0/24", "gpu-2")
+    assert not host.link_exists("jmtest-2")
