@@ -4,6 +4,7 @@ mounts, network devices.  Each has a remover that raises when something is left.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -37,30 +38,31 @@ def make_cgroup(path: str) -> None:
                         (current / knob).write_text((current.parent / knob).read_text())
 
 
+def _cgroup_dirs(path: str) -> list[Path]:
+    """``path`` and the cgroups below it in every hierarchy, deepest first; the kubelet adds
+    and removes pod cgroups meanwhile, so one that vanishes during the walk is skipped."""
+    found = []
+    for hierarchy in cgroup_hierarchies():
+        for directory, _subdirs, _files in os.walk(hierarchy / path.strip("/")):
+            found.append(Path(directory))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
 def cgroup_pids(path: str) -> set[int]:
     pids: set[int] = set()
-    for hierarchy in cgroup_hierarchies():
-        top = hierarchy / path.strip("/")
-        if top.is_dir():
-            for procs in top.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError, ValueError):
-                    pids |= {int(x) for x in procs.read_text().split()}
+    for directory in _cgroup_dirs(path):
+        with contextlib.suppress(OSError, ValueError):
+            pids |= {int(x) for x in (directory / "cgroup.procs").read_text().split()}
     return pids
 
 
 def remove_cgroup(path: str) -> None:
     """Remove ``path`` and everything below it (deepest first), and its parent when empty."""
+    for directory in _cgroup_dirs(path):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
     for hierarchy in cgroup_hierarchies():
         top = hierarchy / path.strip("/")
-        if not top.is_dir():
-            continue
-        for directory in sorted(
-            (p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-        ):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
         with contextlib.suppress(OSError):
             top.parent.rmdir()  # /jupyter-mig, once no node of any cluster uses it
 

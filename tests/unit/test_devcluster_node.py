@@ -111,3 +111,16 @@ def test_a_pod_subnet_in_use_is_refused_before_a_bridge_is_made() -> None:
     with pytest.raises(UserError, match=r"gpu-2: its pod subnet 127\.0\.0\.0/24 is in use on lo"):
         host.make_bridge("jmtest-2", "127.0.0.2/24", "127.0.0.0/24", "gpu-2")
     assert not host.link_exists("jmtest-2")
+
+
+def test_cgroup_pids_reads_every_level_and_skips_what_is_gone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for hierarchy, pod in (("memory", "pod-a"), ("pids", "pod-b")):
+        cgroup = tmp_path / hierarchy / "jupyter-mig" / "k-gpu-1" / "kubepods" / pod
+        cgroup.mkdir(parents=True)
+        (cgroup / "cgroup.procs").write_text("41\n42\n" if pod == "pod-a" else "43\n")
+    (tmp_path / "memory" / "jupyter-mig" / "k-gpu-1" / "cgroup.procs").write_text("7\n")
+    monkeypatch.setattr(host, "CGROUP_FS", tmp_path)
+    assert host.cgroup_pids("/jupyter-mig/k-gpu-1") == {7, 41, 42, 43}
+    assert host.cgroup_pids("/jupyter-mig/k-gpu-2") == set()  # never made, or already removed
