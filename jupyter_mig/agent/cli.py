@@ -35,10 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device-plugin-refresh",
-        choices=["pod", "signal"],
-        default="pod",
-        help="real nodes: make the device plugin re-read NVML by deleting its pod (pod) or by "
-        "sending its process SIGHUP (signal; needs hostPID)",
+        choices=["pod", "signal", "sim"],
+        default=None,
+        help="make the device plugin re-read NVML by deleting its pod (pod), by sending its "
+        "process SIGHUP (signal; needs hostPID) or through a sim node (sim); default: pod, "
+        "or sim with --nvml sim:DIR",
     )
     parser.add_argument(
         "--device-plugin-namespace",
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from jupyter_mig.api.cluster import require_crds
     from jupyter_mig.kube.client import TRANSPORT_ERRORS, Kube, new_api_client
     from jupyter_mig.nvml import open_backend
+    from jupyter_mig.nvml.simgpu import ENV_DIR
 
     api_client = new_api_client(args.kubeconfig)
     kube = Kube(api_client, c.AGENT_FIELD_MANAGER)
@@ -122,21 +124,27 @@ def run(args: argparse.Namespace) -> int:
         host = getattr(getattr(api_client, "configuration", None), "host", "?")
         raise UserError(f"cannot reach the Kubernetes API server at {host}: {err}") from None
     refresher: DevicePluginRefresher
-    if args.nvml == "real":
+    sim_dir = Path(args.nvml[4:]) if args.nvml != "real" else None
+    if sim_dir is None:
         socket = args.pod_resources_socket or KUBELET_SOCKET
-        if args.device_plugin_refresh == "signal":
-            refresher = SignalRefresher()
-        else:
-            refresher = PodRefresher(
-                client.CoreV1Api(api_client),
-                args.node,
-                args.device_plugin_namespace,
-                args.device_plugin_selector,
-            )
     else:
-        state_dir = Path(args.nvml[4:])
-        socket = args.pod_resources_socket or str(state_dir / SIM_SOCKET)
-        refresher = SimRefresher(state_dir)
+        socket = args.pod_resources_socket or str(sim_dir / SIM_SOCKET)
+    mode = args.device_plugin_refresh or ("pod" if sim_dir is None else "sim")
+    if mode == "signal":
+        # Simulated GPUs: only the plugin that reads this node's (several may run here).
+        own = f"{ENV_DIR}={sim_dir.resolve()}" if sim_dir is not None else None
+        refresher = SignalRefresher(environment=own)
+    elif mode == "pod":
+        refresher = PodRefresher(
+            client.CoreV1Api(api_client),
+            args.node,
+            args.device_plugin_namespace,
+            args.device_plugin_selector,
+        )
+    elif sim_dir is not None:
+        refresher = SimRefresher(sim_dir)
+    else:
+        raise UserError("--device-plugin-refresh sim needs --nvml sim:DIR (a sim node)")
 
     metrics = AgentMetrics()
     heartbeat = Heartbeat(stale_after=args.resync + args.device_plugin_timeout + 60)

@@ -138,11 +138,19 @@ def _ready(pod: Any) -> bool:
 
 
 class SignalRefresher:
-    """Sends SIGHUP to every process whose program is NVIDIA's device plugin."""
+    """Sends SIGHUP to every process whose program is NVIDIA's device plugin; with
+    ``environment`` (``NAME=VALUE``) only to those whose environment has it: on a machine with
+    several simulated nodes, the plugin of this node's simulated GPUs."""
 
-    def __init__(self, program: str = "nvidia-device-plugin", proc: str = "/proc") -> None:
+    def __init__(
+        self,
+        program: str = "nvidia-device-plugin",
+        proc: str = "/proc",
+        environment: str | None = None,
+    ) -> None:
         self.program = program
         self.proc = Path(proc)
+        self.environment = environment.encode() if environment is not None else None
 
     def pids(self) -> list[int]:
         found = []
@@ -153,8 +161,15 @@ class SignalRefresher:
                 argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
             except OSError:
                 continue  # gone meanwhile, or not ours to read
-            if os.path.basename(argv0.decode(errors="replace")) == self.program:
-                found.append(int(entry.name))
+            if os.path.basename(argv0.decode(errors="replace")) != self.program:
+                continue
+            if self.environment is not None:
+                try:
+                    if self.environment not in (entry / "environ").read_bytes().split(b"\0"):
+                        continue
+                except OSError:
+                    continue
+            found.append(int(entry.name))
         return sorted(found)
 
     def refresh(self, timeout: float) -> None:

@@ -21,11 +21,15 @@ The Python API (``up``, ``down``, ``running``, ``build``, :class:`DevCluster`) i
 pytest fixture ``cluster`` in ``tests/conftest.py`` and the local demo use.  Its parts:
 
     common.py         versions, paths (tests/cluster, its .cache), the file lock, log helpers
-    binaries.py       the build of the binaries and its stamp
+    binaries.py       the builds of the binaries (control plane; kubelet and kubectl) and stamps
     processes.py      the processes of a DIR (find, stop in order) and free ports
     pki.py            certificates, keys, tokens, kubeconfigs
     cluster.py        :class:`DevCluster` (state.json) and its client/test helpers
     control_plane.py  ``up``, ``down``, ``running``: start and stop the components
+    node.py           real GPU nodes (``up --gpu-nodes N``): kubelet, containerd, CNI, NVIDIA's
+                      device plugin on simulated GPUs; their clean stop
+    host.py           what a node makes on the machine: cgroups, mounts, bridges (and removes)
+    images.py         the pause and busybox images, built here as archives containerd imports
     cli.py            the ``jupyter-mig devcluster`` subcommand
 """
 
@@ -38,7 +42,13 @@ from jupyter_mig.devcluster.binaries import (
 )
 from jupyter_mig.devcluster.cli import add_arguments, run
 from jupyter_mig.devcluster.cluster import DevCluster
-from jupyter_mig.devcluster.common import BIN, COMPONENTS, DEFAULT_DIR, KUBERNETES_VERSION
+from jupyter_mig.devcluster.common import (
+    BIN,
+    COMPONENTS,
+    DEFAULT_DIR,
+    KUBERNETES_VERSION,
+    NODE_BIN,
+)
 from jupyter_mig.devcluster.control_plane import down, running, up
 from jupyter_mig.devcluster.pki import kubeconfig_text
 from jupyter_mig.devcluster.processes import dir_processes, port_free
@@ -49,6 +59,7 @@ __all__ = [
     "DEFAULT_DIR",
     "GO_FALLBACKS",
     "KUBERNETES_VERSION",
+    "NODE_BIN",
     "DevCluster",
     "add_arguments",
     "binaries_fresh",

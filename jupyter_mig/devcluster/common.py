@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "tests" / "cluster"
 CACHE = SRC / ".cache"
 BIN = CACHE / "bin"
+#: The Go module of a GPU node's kubelet and kubectl (same Kubernetes version as SRC).
+NODE_SRC = REPO / "tests" / "node"
+NODE_BIN = NODE_SRC / ".cache" / "bin"
 DEFAULT_DIR = REPO / ".devcluster"
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from jupyter_mig.devcluster.binaries import build
 from jupyter_mig.devcluster.cluster import DevCluster, api_get, read_state, state_path
 from jupyter_mig.devcluster.common import DEFAULT_DIR, Log, file_lock, log_stderr, log_tail
+from jupyter_mig.devcluster.node import NODE_TIMEOUT_S, ensure_nodes, stop_nodes
 from jupyter_mig.devcluster.pki import (
     ISSUER,
     SERVICE_CIDR,
@@ -66,12 +67,16 @@ def running(cluster_dir: Path | str | None = None) -> DevCluster | None:
 def _clean(cluster_dir: Path, log: Log, *, keep_logs: bool) -> int:
     """Stop every process of ours referring to DIR and remove its runtime files."""
     state = read_state(cluster_dir)
+    healthy = state if state is not None and state.readyz() else None
+    stopped_nodes = stop_nodes(cluster_dir, healthy)  # first: their kubelets need the API
+    if stopped_nodes:
+        log(f"stopped {stopped_nodes} GPU nodes")
     pids = set(dir_processes(cluster_dir))
     if state is not None:
         pids |= {pid for pid in state.pids.values() if alive(pid) and refers_to(pid, cluster_dir)}
     if pids:
         stop_in_order(pids)
-    for name in ("etcd", "pki", "minted"):
+    for name in ("etcd", "pki", "minted", "nodes"):
         shutil.rmtree(cluster_dir / name, ignore_errors=True)
     for name in ("state.json", "kubeconfig", "tokens.csv"):
         with contextlib.suppress(FileNotFoundError):
@@ -238,6 +243,9 @@ def _start(
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
                 f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
                 f"--service-account-issuer={ISSUER}",
@@ -325,11 +333,16 @@ def up(
     timeout: float = START_TIMEOUT_S,
     node_grace: str = DEFAULT_NODE_GRACE,
     extra_args: Mapping[str, Sequence[str]] | None = None,
+    gpu_nodes: int = 0,
+    gpu: str = "A100-80GB",
+    gpus: int = 1,
     log: Log = log_stderr,
 ) -> DevCluster:
     """Start (or find running) the cluster in DIR; return once it is ready.
 
     ``extra_args`` maps a component name to extra command-line flags (e.g. feature gates).
+    ``gpu_nodes`` real GPU nodes (:mod:`.node`), each with ``gpus`` GPUs of model ``gpu``, are
+    started (or kept, when running) after the control plane.
     Raises :class:`UserError` with the cause and the log to read on any failure.
     """
     path = resolve_dir(cluster_dir)
@@ -343,6 +356,7 @@ def up(
         existing = running(path)
         if existing is not None:
             log(f"already running in {path} ({existing.server})")
+            ensure_nodes(existing, gpu_nodes, gpu, gpus, log, max(timeout, NODE_TIMEOUT_S))
             return existing
         stopped = _clean(path, log, keep_logs=False)
         if stopped:
@@ -375,6 +389,11 @@ def up(
                 _clean(path, log, keep_logs=True)
                 continue
             log(f"ready in {time.monotonic() - started:.1f}s: {cluster.server}")
+            try:
+                ensure_nodes(cluster, gpu_nodes, gpu, gpus, log, max(timeout, NODE_TIMEOUT_S))
+            except BaseException:
+                _clean(path, log, keep_logs=True)
+                raise
             return cluster
     raise AssertionError("unreachable")
 

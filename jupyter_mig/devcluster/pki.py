@@ -145,6 +145,14 @@ def make_pki(pki: Path) -> None:
         key = new_key()
         write_private(pki / f"{name}.key", key_pem(key))
         write_private(pki / f"{name}.crt", sign_cert(f"system:{name}", key, ca=ca, client=True))
+    # The API server's identity towards kubelets (logs, exec, port-forward), as kubeadm's.
+    key = new_key()
+    write_private(pki / "apiserver-kubelet-client.key", key_pem(key))
+    write_private(
+        pki / "apiserver-kubelet-client.crt",
+        sign_cert("kube-apiserver-kubelet-client", key, ca=ca, orgs=["system:masters"],
+                  client=True),
+    )  # fmt: skip
     # The aggregation layer's front proxy: its own CA, as kubeadm sets it up.
     fp_key = new_key()
     fp_pem = sign_cert("front-proxy-ca", fp_key, days=3650)

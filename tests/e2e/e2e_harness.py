@@ -49,12 +49,15 @@ from support.waiting import wait_for
 from jupyter_mig.api import constants as c
 from jupyter_mig.api.crd import crd_manifests
 from jupyter_mig.devcluster import DevCluster, port_free
+from jupyter_mig.devcluster.images import BUSYBOX_IMAGE
+from jupyter_mig.devcluster.node import GpuNode
 from jupyter_mig.kube.client import Kube, KubeError
 from jupyter_mig.mig.contract import parse_input
 from jupyter_mig.mig.layout import Instance, layout_errors
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.mig.planner import plan_round
 from jupyter_mig.nvml.simgpu import read_devices
+from jupyter_mig.podresources.client import assignments
 
 T = TypeVar("T")
 
@@ -392,6 +395,24 @@ class SimNode:
 
 
 @dataclass
+class RealNode(SimNode):
+    """A real GPU node of the devcluster (kubelet, containerd, NVIDIA's plugin on simulated
+    GPUs): the device assignments are the kubelet's, read from its pod-resources API."""
+
+    pod_resources_socket: Path = Path()
+
+    def allocations(self) -> dict[str, dict[str, Any]]:
+        """``namespace/pod`` → record (``devices``: container, resource, MIG UUID)."""
+        records: dict[str, dict[str, Any]] = {}
+        for held in assignments(str(self.pod_resources_socket)):
+            record = records.setdefault(
+                held.pod_key, {"namespace": held.namespace, "name": held.pod, "devices": []}
+            )
+            record["devices"].append([held.container, held.resource, held.device_id])
+        return records
+
+
+@dataclass
 class Controller:
     identity: str
     port: int
@@ -536,12 +557,14 @@ class System:
             )
         stop_all(self.started)
         for node in self.nodes.values():
-            shutil.rmtree(node.state, ignore_errors=True)
-            for path in (
+            paths = [
                 f"/api/v1/namespaces/{self.release.namespace}/pods/{self._agent_pod(node.name)}",
                 f"{MIGNODES}/{node.name}",
-                f"/api/v1/nodes/{node.name}",
-            ):
+            ]
+            if not isinstance(node, RealNode):  # a real node's kubelet owns its Node and GPUs
+                shutil.rmtree(node.state, ignore_errors=True)
+                paths.append(f"/api/v1/nodes/{node.name}")
+            for path in paths:
                 with contextlib.suppress(KubeError):
                     self.kube.request("DELETE", path, query={"gracePeriodSeconds": "0"})
         self.api_client.close()
@@ -628,12 +651,36 @@ class System:
         self.start_agent(node)
         return node
 
+    def add_real_node(self, gpu_node: GpuNode) -> RealNode:
+        """A real GPU node of the devcluster, labelled for this test's pods, and its agent (a
+        host process with the chart's agent account; its pod on the node is a placeholder)."""
+        node = RealNode(
+            gpu_node.name, gpu_node.name, gpu_node.model, gpu_node.gpus, gpu_node.gpu_state,
+            dict(self.label), {}, pod_resources_socket=gpu_node.pod_resources_socket,
+        )  # fmt: skip
+        self.nodes[node.name] = node
+        self.kube.request(
+            "PATCH",
+            f"/api/v1/nodes/{node.name}",
+            body={"metadata": {"labels": self.label}},
+            content_type="application/merge-patch+json",
+        )
+        placeholder = {
+            "name": "agent",
+            "image": BUSYBOX_IMAGE,
+            "imagePullPolicy": "Never",
+            "command": ["sleep", "86400"],
+        }
+        node.agent_kubeconfig = self._agent_kubeconfig(node.name, placeholder)
+        self.start_agent(node)
+        return node
+
     def _agent_pod(self, node: str) -> str:
         return f"agent-{node}"
 
-    def _agent_kubeconfig(self, node: str) -> Path:
+    def _agent_kubeconfig(self, node: str, container: Mapping[str, Any] | None = None) -> Path:
         """A token of the chart's agent account bound to a pod on ``node`` (as the DaemonSet's
-        projected token is); the sim kubelet runs that pod."""
+        projected token is); the node's kubelet runs that pod (``container``)."""
         ns = self.release.namespace
         pod = self.kube.request(
             "POST",
@@ -650,7 +697,7 @@ class System:
                     "serviceAccountName": self.release.agent_account,
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": 0,
-                    "containers": [{"name": "agent", "image": "jupyter-mig"}],
+                    "containers": [dict(container or {"name": "agent", "image": "jupyter-mig"})],
                 },
             },
         )
@@ -695,11 +742,16 @@ class System:
         assert node.agent_kubeconfig is not None
         node.agent_port = free_port()
         args = expand_env(self.release.container_args("DaemonSet"), {"NODE_NAME": node.name})
+        real = isinstance(node, RealNode)
         args = with_flags(
             args,
             {
                 "--nvml": f"sim:{node.state}",
-                "--pod-resources-socket": str(node.state / "pod-resources.sock"),
+                # A real node: its kubelet's socket, and NVIDIA's plugin restarted by SIGHUP.
+                "--pod-resources-socket": str(
+                    node.pod_resources_socket if real else node.state / "pod-resources.sock"
+                ),
+                "--device-plugin-refresh": "signal" if real else "sim",
                 "--health-port": str(node.agent_port),
                 "--health-host": "127.0.0.1",
                 "--kubeconfig": str(node.agent_kubeconfig),

@@ -298,7 +298,10 @@ def test_up_is_idempotent_and_env_prints_the_kubeconfig(
     assert again.pids == cluster.pids
     assert again.server == cluster.server
     assert cli.main(["devcluster", "env", "--dir", str(cluster.dir)]) == 0
-    assert capsys.readouterr().out.strip() == f"export KUBECONFIG={cluster.kubeconfig}"
+    # Then, once the nodes' kubectl is built, the line that puts it on PATH.
+    exports = capsys.readouterr().out.strip().splitlines()
+    assert exports[0] == f"export KUBECONFIG={cluster.kubeconfig}"
+    assert exports[1:] in ([], [f'export PATH={devcluster.NODE_BIN}:"$PATH"'])
     for name in devcluster.COMPONENTS:
         assert (cluster.logs / f"{name}.log").stat().st_size > 0
     version = client.VersionApi(cluster.api_client()).get_code()

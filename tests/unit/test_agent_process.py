@@ -114,3 +114,25 @@ def test_signal_refresher_sends_sighup_to_the_device_plugin(tmp_path: Path) -> N
         plugin.wait()
     with pytest.raises(RefreshError, match="hostPID"):
         SignalRefresher(program="no-such-plugin").refresh(timeout=5)
+
+
+def test_signal_refresher_picks_the_plugin_of_its_own_simulated_gpus(tmp_path: Path) -> None:
+    def fake_plugin(state: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["bash", "-c", "exec -a nvidia-device-plugin sleep 60"],
+            env={"PATH": "/usr/bin:/bin", "JUPYTER_MIG_NVML_SIM_DIR": state},
+        )
+
+    mine, other = fake_plugin(str(tmp_path / "a")), fake_plugin(str(tmp_path / "b"))
+    try:
+        deadline = time.monotonic() + 30
+        everyone = SignalRefresher()
+        while not {mine.pid, other.pid} <= set(everyone.pids()):
+            assert time.monotonic() < deadline, "the fake plugins did not start"
+            time.sleep(0.05)
+        own = SignalRefresher(environment=f"JUPYTER_MIG_NVML_SIM_DIR={tmp_path / 'a'}")
+        assert mine.pid in own.pids() and other.pid not in own.pids()
+    finally:
+        for plugin in (mine, other):
+            plugin.kill()
+            plugin.wait()

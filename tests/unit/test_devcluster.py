@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -120,15 +121,20 @@ def _fake_build_go(tmp_path: Path, build_body: str) -> Path:
     return bin_dir
 
 
+def _spec_in(monkeypatch: pytest.MonkeyPatch, cache: Path) -> binaries.GoBuild:
+    """The control-plane build with its cache (and Go build cache) in ``cache``."""
+    monkeypatch.setattr(binaries, "CACHE", cache)
+    return dataclasses.replace(binaries.CONTROL_PLANE, bin_dir=cache / "bin")
+
+
 def test_a_failed_build_names_the_error_and_the_log(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     body = 'echo "main.go:7:2: undefined: embed.Nope" >&2; exit 1'
     monkeypatch.setenv("PATH", f"{_fake_build_go(tmp_path, body)}:/usr/bin:/bin")
-    monkeypatch.setattr(binaries, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(binaries, "BIN", tmp_path / "cache" / "bin")
+    spec = _spec_in(monkeypatch, tmp_path / "cache")
     with pytest.raises(UserError) as failed:
-        devcluster.build(log=lambda _: None)
+        devcluster.build(log=lambda _: None, spec=spec)
     message = str(failed.value)
     assert "the control-plane build failed (go build exit 1)" in message
     assert str(tmp_path / "cache" / "build.log") in message
@@ -137,7 +143,6 @@ def test_a_failed_build_names_the_error_and_the_log(
 
 def test_a_hung_build_times_out(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", f"{_fake_build_go(tmp_path, 'sleep 60')}:/usr/bin:/bin")
-    monkeypatch.setattr(binaries, "CACHE", tmp_path / "cache")
-    monkeypatch.setattr(binaries, "BIN", tmp_path / "cache" / "bin")
+    spec = _spec_in(monkeypatch, tmp_path / "cache")
     with pytest.raises(UserError, match=r"did not finish in 1s"):
-        devcluster.build(log=lambda _: None, timeout=1)
+        devcluster.build(log=lambda _: None, timeout=1, spec=spec)
