@@ -22,7 +22,7 @@ from jupyter_mig.errors import UserError
 from jupyter_mig.mig.contract import ContractError, parse_input, render_plan
 from jupyter_mig.mig.layout import LayoutError
 from jupyter_mig.mig.models import MODELS, ModelError
-from jupyter_mig.mig.planner import plan_round
+from jupyter_mig.mig.planner import DEFAULT_SPARES, MAX_SPARES, plan_round
 from jupyter_mig.mig.sizes import SizeError, resolve
 
 USER_ERRORS = (UserError, ContractError, SizeError, ModelError, LayoutError)
@@ -136,6 +136,15 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--indent", type=int, default=None, help="pretty-print with this many spaces per level"
     )
+    parser.add_argument(
+        "--spares",
+        type=int,
+        choices=range(MAX_SPARES + 1),
+        default=0,
+        metavar="N",
+        help=f"also keep N free instances of each profile in use, as the controller does "
+        f"(its default: {DEFAULT_SPARES}); 0 to {MAX_SPARES}",
+    )
 
 
 def _plan_run(args: argparse.Namespace) -> int:
@@ -162,7 +171,7 @@ def _plan_run(args: argparse.Namespace) -> int:
     except RecursionError:
         raise UserError(f"{args.file}: JSON nested too deeply") from None
     nodes, demands = parse_input(data)
-    result = render_plan(plan_round(nodes, demands), nodes)
+    result = render_plan(plan_round(nodes, demands, spares=args.spares), nodes)
     json.dump(result, sys.stdout, indent=args.indent)
     sys.stdout.write("\n")
     return 0

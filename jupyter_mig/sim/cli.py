@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.models import ModelError, get_model
+from jupyter_mig.mig.planner import DEFAULT_SPARES, MAX_SPARES
 from jupyter_mig.output import output_path, write_atomic
 
 DEFAULT_POLICIES = ("dynamic", "nos-greedy", "static:all-1g", "static:balanced", "static:all-3g")
@@ -77,6 +78,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="empty",
         help="dynamic's starting layout: nothing carved (default), or one whole-GPU instance per "
         "GPU, as nos starts",
+    )
+    parser.add_argument(
+        "--spares",
+        type=int,
+        choices=range(MAX_SPARES + 1),
+        default=DEFAULT_SPARES,
+        metavar="N",
+        help=f"dynamic: free instances kept per profile in use, as the controller's --spares "
+        f"(default {DEFAULT_SPARES}; 0 to {MAX_SPARES})",
     )
     parser.add_argument(
         "--policy",
@@ -162,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     longest = _number(args.batch_max, "--batch-max", minimum=0)
     batching = Batching(idle=idle, max_wait=max(idle, longest))
     policies = [
-        make_policy(spec, model, batching, seed, args.dynamic_start == "whole")
+        make_policy(spec, model, batching, seed, args.dynamic_start == "whole", args.spares)
         for spec in args.policy or DEFAULT_POLICIES
     ]
     json_path = output_path(args.json, "--json")
