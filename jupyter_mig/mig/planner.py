@@ -410,6 +410,7 @@ class _Index:
 #: the simulator's default; ``jupyter-mig plan --spares``).  One measured best: see docs/planner.md.
 DEFAULT_SPARES = 1
 MAX_SPARES = 7  # a GPU holds at most 7 instances
+SPARE_CANDIDATES = 256  # GPUs with room that the spare pass considers, fullest first
 SECOND_PASS_LIMIT = 2000  # rounds up to this many pods also try largest-first when short
 PROMOTION_LIMIT = 200  # rounds up to this many pods get PROMOTION_PASSES re-orderings
 PROMOTION_PASSES = 8
@@ -779,46 +780,60 @@ def _add_spares(nodes: Sequence[NodeSnapshot], plan: Plan, spares: int) -> Plan:
     held: dict[str, set[int]] = {}  # model -> profiles in use or placed
     free: Counter[tuple[str, int]] = Counter()
     placed = {(a.node, a.gpu, a.start) for slots in plan.placements.values() for a in slots}
+    # Per GPU: its layout after the plan, and which of those instances are free ones that
+    # existed before (only those may be given up for a spare).
+    gpus: list[tuple[str, GpuSnapshot, tuple[Instance, ...], set[Slot]]] = []
     for node in nodes:
         for snap in node.gpus:
-            in_use = {(i.start, i.profile_id) for i in snap.instances if i.used}
-            for inst in plan.layouts[(node.name, snap.index)]:
-                if (inst.start, inst.profile_id) in in_use or (
-                    (node.name, snap.index, inst.start) in placed
-                ):
+            layout = plan.layouts[(node.name, snap.index)]
+            in_use: set[Slot] = set()
+            before: set[Slot] = set()
+            for i in snap.instances:
+                (in_use if i.used else before).add((i.start, i.profile_id))
+            existing: set[Slot] = set()
+            for inst in layout:
+                slot = (inst.start, inst.profile_id)
+                if slot in in_use or (node.name, snap.index, inst.start) in placed:
                     held.setdefault(snap.model.name, set()).add(inst.profile_id)
                 else:
                     free[(snap.model.name, inst.profile_id)] += 1
-    kept: Counter[tuple[str, int]] = Counter()
-    after: list[NodeSnapshot] = []
-    for node in nodes:
-        gpus = []
-        for snap in node.gpus:
-            existing = {(i.start, i.profile_id) for i in snap.instances if not i.used}
-            instances = []
-            for inst in plan.layouts[(node.name, snap.index)]:
-                key = (snap.model.name, inst.profile_id)
-                target = spares if inst.profile_id in held.get(snap.model.name, ()) else 0
-                loose = (inst.start, inst.profile_id) in existing and (
-                    (node.name, snap.index, inst.start) not in placed
-                )
-                if loose and kept[key] < target:
-                    kept[key] += 1
-                    loose = False
-                instances.append(ObservedInstance(inst.profile_id, inst.start, used=not loose))
-            gpus.append(GpuSnapshot(snap.index, snap.model, tuple(instances)))
-        after.append(NodeSnapshot(node.name, tuple(gpus), node.labels))
+                    if slot in before:
+                        existing.add(slot)
+            gpus.append((node.name, snap, layout, existing))
     wanted: list[Demand] = []
     for model_name, profiles in sorted(held.items()):
         where = tuple(n.name for n in nodes if any(g.model.name == model_name for g in n.gpus))
         restrict = None if len(where) == len(nodes) else where
+        model = next(g.model for n in nodes for g in n.gpus if g.model.name == model_name)
         for pid in sorted(profiles):
-            model = next(g.model for n in nodes for g in n.gpus if g.model.name == model_name)
             request = parse_size(model.by_id[pid].name)
             for k in range(spares - free[(model_name, pid)]):
                 wanted.append(Demand(f"spare {model_name} {pid} {k}", (request,), restrict))
     if not wanted:
         return plan
+    kept: Counter[tuple[str, int]] = Counter()
+    rooms: list[tuple[int, int, str, GpuSnapshot]] = []  # (-taken, order, node, GPU with room)
+    for name, snap, layout, existing in gpus:
+        instances = []
+        taken = 0
+        for inst in layout:
+            loose = (inst.start, inst.profile_id) in existing
+            if loose and inst.profile_id in held.get(snap.model.name, ()):
+                key = (snap.model.name, inst.profile_id)
+                if kept[key] < spares:  # this profile's own spares stay
+                    kept[key] += 1
+                    loose = False
+            instances.append(ObservedInstance(inst.profile_id, inst.start, used=not loose))
+            taken += 0 if loose else snap.model.by_id[inst.profile_id].size
+        if taken < snap.model.grid:  # only GPUs with room for a spare take part
+            spare_gpu = GpuSnapshot(snap.index, snap.model, tuple(instances))
+            rooms.append((-taken, len(rooms), name, spare_gpu))
+    # The fullest GPUs first (spares there spoil the least), and only as many as a few spares
+    # can use, so that a round over thousands of GPUs stays fast.
+    by_node: dict[str, list[GpuSnapshot]] = {}
+    for _, _, name, spare_gpu in sorted(rooms)[:SPARE_CANDIDATES]:
+        by_node.setdefault(name, []).append(spare_gpu)
+    after = [NodeSnapshot(n.name, tuple(by_node.get(n.name, ())), n.labels) for n in nodes]
     sizes: dict[SizeRequest, float] = {}
     models = sorted({g.model for n in nodes for g in n.gpus}, key=lambda m: m.name)
     ordered = sorted(wanted, key=lambda d: (_pod_size(d, models, sizes), d.name))
