@@ -1,4 +1,4 @@
-"""GPU models and profile tables against NVIDIA's published MIG profile tables (the MIG user guide)."""
+"""GPU models and profile tables against NVIDIA's published MIG profile tables (MIG user guide)."""
 
 from __future__ import annotations
 
