@@ -187,7 +187,7 @@ def planned_nodes(views: Mapping[str, NodeView]) -> list[NodeView]:
 
 
 def decide(
-    views: Mapping[str, NodeView], assessment: Assessment, now: datetime, spares: int = 0
+    views: Mapping[str, NodeView], assessment: Assessment, now: datetime, spares: int
 ) -> Decision:
     """Plan the round and render every spec that changes, with the Events it earns.  Spare
     instances are topped up only in rounds that serve pending pods, so an idle cluster is left
