@@ -32,6 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from jupyter_mig.mig.models import get_model
+from jupyter_mig.mig.planner import DEFAULT_SPARES
 from jupyter_mig.sim.engine import ClusterSpec, Timing, simulate
 from jupyter_mig.sim.policies import make_policy
 from jupyter_mig.sim.report import result_json
@@ -78,10 +79,12 @@ def run_job(job: Job, traces: Path, max_pods: int | None, count: int, out: Path)
     model = get_model(MODEL)
     cluster = ClusterSpec(model, job.nodes, 8)
     workload = _workload(job, traces, max_pods, count)
-    # ``nos-greedy@K``: nos's random choices from seed K instead of the workload's seed.
-    name, _, policy_seed = job.policy.partition("@")
-    seed = int(policy_seed) if policy_seed else job.seed
-    policy = make_policy(name, model, seed=seed, dynamic_start_whole=True)
+    # ``nos-greedy@K``: nos's random choices from seed K instead of the workload's seed;
+    # ``dynamic@N``: dynamic with N spares instead of the controller's default.
+    name, _, variant = job.policy.partition("@")
+    seed = int(variant) if variant and name != "dynamic" else job.seed
+    spares = int(variant) if variant and name == "dynamic" else DEFAULT_SPARES
+    policy = make_policy(name, model, seed=seed, dynamic_start_whole=True, dynamic_spares=spares)
     result = simulate(cluster, workload.pods, policy, Timing())
     doc = {"job": job.__dict__, **result_json(result)}
     target = out / f"{job.key}.json"
@@ -182,7 +185,7 @@ def main() -> int:
         "--policy",
         action="append",
         help="default: dynamic and nos-greedy; nos-greedy@K seeds nos's own random choices "
-        "with K instead of the workload's seed",
+        "with K instead of the workload's seed; dynamic@N keeps N spares",
     )
     parser.add_argument("--max-pods", type=int, help="keep the first N pods of each trace")
     parser.add_argument("--count", type=int, default=2000, help="synthetic pods (2000)")
