@@ -72,6 +72,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str | None]] = {
         "simulated MIG GPUs: our libnvidia-ml.so.1 and its state",
         None,
     ),
+    "kernelspecs": (
+        "jupyter_mig.kernels.specs",
+        "write kernel specs with a GPU slice per kernel, one per allowed size",
+        None,
+    ),
     "hub-service": (
         "jupyter_mig.hub.cli",
         "JupyterHub service: restart servers with a new slice",

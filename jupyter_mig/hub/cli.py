@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 
 from jupyter_mig.errors import UserError
 
+#: Names the hub service in managedFields of the kernel pods and Secrets it creates.
+KERNEL_FIELD_MANAGER = "jupyter-mig-hub"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -26,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="seconds between accepting a restart and stopping the server (default 1)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="Kubernetes credentials for kernel pods (default: in-cluster, else ~/.kube/config); "
+        "used only when the hub sets c.KernelPodTemplate",
     )
 
 
@@ -54,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
     from jupyterhub.services.auth import HubAuth
 
+    from jupyter_mig.hub.kernels import KernelPods
     from jupyter_mig.hub.service import SERVER_LIMITS, HubApi, Restarter, make_app
     from jupyter_mig.hub.settings import SETTINGS_ENV, SliceSettings
+    from jupyter_mig.kernels.template import TEMPLATE_ENV, KernelPodTemplate
+    from jupyter_mig.kube.client import Kube, new_api_client
 
     if not 0 <= args.grace <= 60:
         raise UserError(f"--grace {args.grace:g}: expected 0 to 60 seconds")
@@ -68,8 +80,16 @@ def run(args: argparse.Namespace) -> int:
     token = _env("JUPYTERHUB_API_TOKEN")
     api_url = _env("JUPYTERHUB_API_URL")
     auth = HubAuth(api_token=token, api_url=api_url)
+    try:
+        template = KernelPodTemplate.from_json(os.environ.get(TEMPLATE_ENV) or "{}")
+    except (ValueError, TypeError) as err:
+        raise UserError(f"${TEMPLATE_ENV} is not a valid kernel pod template: {err}") from None
     restarter = Restarter(HubApi(api_url, token), settings, grace=args.grace)
-    app = make_app(os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"), restarter, auth)
+    kube = None
+    if template.enabled:
+        kube = Kube(new_api_client(args.kubeconfig), field_manager=KERNEL_FIELD_MANAGER)
+    kernels = KernelPods(template, settings, restarter.hub, restarter.capacity, kube)
+    app = make_app(os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"), restarter, auth, kernels)
 
     async def serve() -> None:
         server = app.listen(port, address=host, **SERVER_LIMITS)
@@ -78,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         logging.getLogger("jupyter_mig.hub.service").info("listening on %s:%d", host, port)
+        sweep = asyncio.ensure_future(kernels.sweep_forever()) if kube else None
         await stop.wait()
+        if sweep is not None:
+            sweep.cancel()
         server.stop()
 
     asyncio.run(serve())

@@ -11,6 +11,7 @@ from typing import Any
 
 from jupyter_mig.hub.settings import SETTINGS_ENV, SliceSettings
 from jupyter_mig.hub.spawner import SliceOptions, SliceProfiles
+from jupyter_mig.kernels.template import TEMPLATE_ENV, KernelPodTemplate
 from jupyter_mig.slices.client import CapacityClient
 
 #: The scopes of the ``server`` role that every server token keeps.
@@ -32,6 +33,7 @@ def configure_hub(
     settings: SliceSettings | None = None,
     profiles: list[dict[str, Any]] | None = None,
     listen: str | None = None,
+    kernels: KernelPodTemplate | None = None,
 ) -> None:
     """Configure a JupyterHub (``c`` is the config object of ``jupyterhub_config.py``).
 
@@ -40,6 +42,8 @@ def configure_hub(
     ``profiles``: the admin's KubeSpawner profiles; each gets the ``gpu_slice`` option.
     ``listen``: the restart service's listen address (``HOST:PORT``) when it differs from
     ``settings.service_url`` (e.g. ``0.0.0.0:10101`` behind a Kubernetes Service).
+    ``kernels``: the kernel pod template (default ``c.KernelPodTemplate``); with a namespace
+    and an image set, the service creates kernel pods with their own slices.
     """
     if settings is None:
         settings = SliceSettings(config=c)
@@ -64,6 +68,11 @@ def configure_hub(
             {"name": "user", "scopes": ["self", scope]},
         ]
 
+    if kernels is None:
+        kernels = KernelPodTemplate(config=c)
+    environment = {SETTINGS_ENV: settings.to_json()}
+    if kernels.enabled:
+        environment[TEMPLATE_ENV] = kernels.to_json()
     command = [sys.executable, "-m", "jupyter_mig.cli", "hub-service"]
     if listen:
         command += ["--listen", listen]
@@ -73,7 +82,7 @@ def configure_hub(
             "name": settings.service_name,
             "url": settings.service_url,
             "command": command,
-            "environment": {SETTINGS_ENV: settings.to_json()},
+            "environment": environment,
             "display": False,
         },
     ]

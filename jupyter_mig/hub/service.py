@@ -23,6 +23,7 @@ API under the service prefix (``/services/jupyter-mig/``):
   most restarts at once.  The token needs ``servers!server=<user>/<name>``.
 - ``GET api/restart?server_name=`` → the latest restart record of that server, or 404.
 - ``GET api/health`` → ``{"ok": true}`` (no authentication).
+- ``api/kernels``: kernel pods with their own slices (:mod:`jupyter_mig.hub.kernels`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from tornado import web
@@ -45,11 +46,15 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from jupyter_mig.api.body import BadBody, Field, parse_body
 from jupyter_mig.hub.limits import RateLimiter, check_total
 from jupyter_mig.hub.settings import NO_GPU, OPTION, SliceSettings
+from jupyter_mig.kernels.contract import KERNELS_PATH
 from jupyter_mig.mig.sizes import parse_size
 from jupyter_mig.slices.client import CapacityClient
 from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT
 from jupyter_mig.slices.errors import SLICE_ERRORS, http_refusal
 from jupyter_mig.slices.policy import held_gb, plan_slice
+
+if TYPE_CHECKING:
+    from jupyter_mig.hub.kernels import KernelPods
 
 log = logging.getLogger("jupyter_mig.hub.service")
 
@@ -593,13 +598,22 @@ class HealthHandler(web.RequestHandler):
         self.finish(json.dumps({"ok": True}))
 
 
-def make_app(prefix: str, restarter: Restarter, auth: Any) -> web.Application:
+def make_app(
+    prefix: str, restarter: Restarter, auth: Any, kernels: KernelPods | None = None
+) -> web.Application:
+    """The service's routes; ``kernels`` adds the kernel pod API (jupyter_mig.hub.kernels)."""
+    from jupyter_mig.hub.kernels import KernelsHandler
+
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
     args = {"restarter": restarter, "auth": auth}
-    return web.Application(
-        [
-            (f"{prefix}api/restart", RestartHandler, args),
-            (f"{prefix}api/health", HealthHandler),
-        ],
-        default_handler_class=NotFoundHandler,
-    )
+    routes: list[Any] = [
+        (f"{prefix}api/restart", RestartHandler, args),
+        (f"{prefix}api/health", HealthHandler),
+    ]
+    if kernels is not None:
+        kernel_args = {**args, "kernels": kernels}
+        routes += [
+            (f"{prefix}{KERNELS_PATH}", KernelsHandler, kernel_args),
+            (f"{prefix}{KERNELS_PATH}/([^/]+)", KernelsHandler, kernel_args),
+        ]
+    return web.Application(routes, default_handler_class=NotFoundHandler)

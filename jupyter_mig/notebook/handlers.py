@@ -11,9 +11,10 @@ JSON ``{"message": ...}``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -22,6 +23,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from jupyter_mig.api.body import BadBody, Field, parse_body
+from jupyter_mig.kernels.provisioner import GpuSliceProvisioner, KernelPodError
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.notebook.config import JupyterMig
 from jupyter_mig.notebook.current import current_slice
@@ -50,6 +52,8 @@ SLICE_FIELDS = {
     "saved": Field("boolean"),
     "timeout": Field("number"),
 }
+#: ``POST kernels/<kernel_id>/slice``: the new size of that kernel.
+KERNEL_SLICE_FIELDS = {"size": Field("string", example="20gb")}
 #: ``DELETE slice``: query parameters (jupyter_server itself reads ``token`` and ``_xsrf``).
 DELETE_PARAMETERS = {"saved", "timeout", "token", "_xsrf"}
 _BOOLEANS = {"true": True, "false": False}
@@ -61,6 +65,8 @@ class ExtensionState:
 
     config: JupyterMig
     capacity: CapacityClient
+    #: The last slice change of each kernel (``kernels/<id>/slice``), by kernel id.
+    kernel_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def restart_client(self) -> HubRestartClient | None:
         return HubRestartClient.from_env(
@@ -116,6 +122,22 @@ class _Handler(APIHandler):
         except BadBody as err:
             raise _error(err.status, str(err)) from None
 
+    def size_in(self, body: dict[str, Any]) -> str:
+        size = body.get("size")
+        if size is None or not size.strip():
+            raise _error(
+                400, 'give the size as {"size": "10gb"} (or a profile name such as 1g.10gb)'
+            )
+        return str(size).strip()
+
+    async def planned(self, size: str) -> dict[str, Any]:
+        """What ``size`` would get now under this user's policy, or the refusal."""
+        try:
+            parse_size(size)
+            return plan_slice(size, await self.capacity(), self.state.config.policy).to_json()
+        except SLICE_ERRORS as err:
+            raise _error(*http_refusal(err)) from None
+
 
 class CapacityHandler(_Handler):
     auth_resource = "jupyter_mig:capacity"
@@ -153,19 +175,10 @@ class SliceHandler(_Handler):
     @authorized
     async def post(self) -> None:
         body = self.body(SLICE_FIELDS)
-        size = body.get("size")
-        if size is None or not size.strip():
-            raise _error(
-                400, 'give the size as {"size": "10gb"} (or a profile name such as 1g.10gb)'
-            )
-        size = size.strip()
-        try:
-            parse_size(size)
-            option = plan_slice(size, await self.capacity(), self.state.config.policy)
-        except SLICE_ERRORS as err:
-            raise _error(*http_refusal(err)) from None
+        size = self.size_in(body)
+        plan = await self.planned(size)
         if body.get("dry_run", False):
-            self.reply({"plan": option.to_json(), "current": current_slice(os.environ)["slice"]})
+            self.reply({"plan": plan, "current": current_slice(os.environ)["slice"]})
             return
         await self.restart(size, body.get("saved", False), body.get("timeout"))
 
@@ -206,6 +219,69 @@ class SliceHandler(_Handler):
         record["spawn_pending_url"] = client.spawn_pending_url
         self.log.info("jupyter-mig: restart with slice %s accepted by the hub", size or "none")
         self.reply(record, 202)
+
+
+class KernelSliceHandler(_Handler):
+    """One kernel's own slice (per-kernel slices, docs/kernels.md): read it, or restart only
+    this kernel with another size; the server and its other kernels carry on."""
+
+    def gpu_kernel(self, kernel_id: str) -> tuple[Any, GpuSliceProvisioner | None]:
+        if kernel_id not in self.kernel_manager:
+            raise _error(404, f"no kernel {kernel_id[:40]} on this server")
+        km = self.kernel_manager.get_kernel(kernel_id)
+        provisioner = km.provisioner
+        return km, provisioner if isinstance(provisioner, GpuSliceProvisioner) else None
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        _, provisioner = self.gpu_kernel(kernel_id)
+        pod = (provisioner.pod or {}) if provisioner else {}
+        self.reply(
+            {
+                "kernel_id": kernel_id,
+                "gpu_slice": provisioner.size if provisioner else None,
+                "profile": pod.get("profile"),
+                "phase": pod.get("phase"),
+                "change": self.state.kernel_changes.get(kernel_id),
+            }
+        )
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        size = self.size_in(self.body(KERNEL_SLICE_FIELDS))
+        km, provisioner = self.gpu_kernel(kernel_id)
+        if provisioner is None:
+            raise _error(
+                409,
+                "this kernel runs inside the server, without a GPU slice of its own: start the "
+                'notebook on a "Python 3 · GPU" kernel, or change the server\'s slice',
+            )
+        plan = await self.planned(size)
+        changes = self.state.kernel_changes
+        if (changes.get(kernel_id) or {}).get("state") == "running":
+            raise _error(409, "this kernel is already restarting with another slice")
+        change = {"state": "running", "size": size, "plan": plan, "message": ""}
+        changes[kernel_id] = change
+
+        async def restart() -> None:
+            try:
+                await km.restart_kernel(now=True, gpu_slice=size)
+            except (KernelPodError, SizeError, RuntimeError, TimeoutError) as err:
+                change.update(state="failed", message=str(err))
+                self.log.warning("jupyter-mig: kernel %s with %s: %s", kernel_id, size, err)
+            else:
+                change.update(state="ready", message=f"the kernel runs with {size}")
+
+        task = asyncio.ensure_future(restart())
+        _RESTARTS.add(task)
+        task.add_done_callback(_RESTARTS.discard)
+        self.reply({"kernel_id": kernel_id, **change}, 202)
+
+
+#: Kernel restarts under way (kept referenced until they finish).
+_RESTARTS: set[asyncio.Task[None]] = set()
 
 
 class ProgressHandler(_Handler):
@@ -260,5 +336,6 @@ def handlers(base_url: str) -> list[tuple[str, type[APIHandler]]]:
         (url_path_join(api, "capacity"), CapacityHandler),
         (url_path_join(api, "slice"), SliceHandler),
         (url_path_join(api, "slice", "progress"), ProgressHandler),
+        (url_path_join(api, "kernels", r"([0-9a-f-]{36})", "slice"), KernelSliceHandler),
         (api + "(?:/.*)?", NotFoundHandler),
     ]

@@ -15,7 +15,8 @@ in ``ipython_kernel_config.py`` for every kernel)::
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ipywidgets as widgets
@@ -24,6 +25,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
+from jupyter_mig.kernels.contract import KERNEL_ID_ENV
 from jupyter_mig.mig.sizes import SizeError, parse_size
 from jupyter_mig.notebook.client import ClientError, ServerClient
 from jupyter_mig.notebook.restart import NOT_RESTARTABLE
@@ -33,7 +35,7 @@ from jupyter_mig.notebook.widget import (
     display_data,
     start_change,
 )
-from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT, SIZE_ENV, SLICE_ENV
 
 
 @magics_class
@@ -93,6 +95,8 @@ class GpuSliceMagics(Magics):
                 parse_size(size)
             except SizeError as err:
                 raise UsageError(str(err)) from None
+        if os.environ.get(KERNEL_ID_ENV):
+            raise UsageError(pod_kernel_answer(os.environ, size, args.release))
         client = self._client()
         if not size and not args.release:
             try:
@@ -129,6 +133,24 @@ class GpuSliceMagics(Magics):
             what = "--release" if size is None else size
             display(Confirmation(summary, notice, change, f"%gpu_slice {what} --yes"))
         return None
+
+
+def pod_kernel_answer(env: Mapping[str, str], size: str | None, release: bool) -> str:
+    """What ``%gpu_slice`` says in a kernel that runs in its own pod (per-kernel slices): its
+    slice, and how to change it.  Such a kernel has no server token to ask the server with."""
+    current = f"{env.get(SIZE_ENV, '?')} ({env.get(SLICE_ENV, '?')})"
+    here = f"this kernel runs in its own pod with a GPU slice of {current}"
+    change = "Kernel > Change Kernel"
+    if release:
+        return f"{here}; for no GPU, switch this notebook to a kernel without one ({change})"
+    if not size:
+        return f"{here}; %gpu_slice SIZE says how to change it"
+    return (
+        f"{here} and cannot restart itself; for {size}, switch this notebook to the GPU {size} "
+        f"kernel ({change}), or have the server restart this kernel with POST "
+        f'jupyter-mig/api/kernels/{env.get(KERNEL_ID_ENV, "")}/slice {{"size": "{size}"}}; '
+        "either way the kernel's variables are lost, files are kept"
+    )
 
 
 class Confirmation(widgets.VBox):  # type: ignore[misc]

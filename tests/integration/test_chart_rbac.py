@@ -564,3 +564,47 @@ def test_watch_namespaces_keeps_the_controller_out_of_other_namespaces(
     finally:
         for manifest in rbac:
             _delete(dynamic, manifest)
+
+
+def test_the_hub_service_may_make_kernel_pods_and_secrets_only_where_listed(
+    install: Install,
+) -> None:
+    from jupyter_mig.kernels.template import KernelPodTemplate, KernelSlice
+
+    release = f"{install.release}-k"
+    account = {"name": "hub", "namespace": install.namespace}
+    values = {"namespaces": [install.namespace], "serviceAccount": account}
+    manifests = CHART.render({"hubKernels": values}, release, install.namespace)
+    rbac = [m for m in manifests if m["metadata"]["name"] == f"{release}-hub-kernels"]
+    assert {m["kind"] for m in rbac} == {"Role", "RoleBinding"}
+    dynamic = DynamicClient(install.admin)
+    core_admin = client.CoreV1Api(install.admin)
+    core_admin.create_namespaced_service_account(install.namespace, {"metadata": {"name": "hub"}})
+    template = KernelPodTemplate(namespace=install.namespace, image="kernel")
+    chosen = KernelSlice("10gb", "1g.10gb", "nvidia.com/mig-1g.10gb", ("NVIDIA-A100-SXM4-80GB",))
+    kernel_id = str(uuid.uuid4())
+    pod, secret = template.render("alice", "", kernel_id, chosen, "key", "hmac-sha256")
+    name, ns, other = pod["metadata"]["name"], install.namespace, install.plugin_namespace
+    try:
+        for manifest in rbac:
+            _apply(dynamic, manifest)
+        core = client.CoreV1Api(install.token_for("hub", None))
+        wait_for(
+            "the hub's Role to take effect",
+            lambda: _status_of(lambda: core.list_namespaced_pod(ns)) == 200,
+        )
+        assert _status_of(lambda: core.create_namespaced_pod(ns, pod, dry_run="All")) == 200
+        assert _status_of(lambda: core.create_namespaced_secret(ns, secret, dry_run="All")) == 200
+        assert _status_of(lambda: core.read_namespaced_pod(name, ns)) == 404  # allowed, absent
+        assert _status_of(lambda: core.delete_namespaced_pod(name, ns)) == 404
+        assert _status_of(lambda: core.delete_namespaced_secret(name, ns)) == 404
+        assert _status_of(lambda: core.read_namespaced_secret(name, ns)) == 403
+        assert _status_of(lambda: core.list_namespaced_secret(ns)) == 403
+        assert _status_of(lambda: core.patch_namespaced_pod(name, ns, {"metadata": {}})) == 403
+        assert _status_of(lambda: core.create_namespaced_pod(other, pod, dry_run="All")) == 403
+        assert _status_of(lambda: core.list_pod_for_all_namespaces(limit=1)) == 403
+    finally:
+        for manifest in rbac:
+            _delete(dynamic, manifest)
+        with contextlib.suppress(client.ApiException):
+            core_admin.delete_namespaced_service_account("hub", install.namespace)

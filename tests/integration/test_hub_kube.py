@@ -36,6 +36,8 @@ from support.waiting import wait_for  # noqa: E402
 from jupyter_mig.api import constants as c  # noqa: E402
 from jupyter_mig.devcluster import DevCluster  # noqa: E402
 from jupyter_mig.hub.service import STAGES  # noqa: E402
+from jupyter_mig.kernels.contract import kernel_object_name  # noqa: E402
+from jupyter_mig.kernels.specs import write_specs  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 
@@ -58,7 +60,13 @@ c.KubeSpawner.environment = {{
     "HOME": "{tmp}/home",
     "JUPYTER_CONFIG_DIR": "{tmp}/jupyter-config",
     "JUPYTER_RUNTIME_DIR": "{tmp}/home/runtime",
+    "JUPYTER_PATH": "{tmp}/jupyter-data",
 }}
+# Per-kernel slices: kernel pods on the sim node, which only pretends to run them.
+c.KernelPodTemplate.namespace = {namespace!r}
+c.KernelPodTemplate.image = "none"
+c.KernelPodTemplate.node_selector = {{"jupyter-mig.io/test": {suffix!r}}}
+c.KernelPodTemplate.security_context = {{}}
 c.KubeSpawner.start_timeout = 150
 c.KubeSpawner.http_timeout = 60
 c.KubeSpawner.delete_grace_period = 1
@@ -77,6 +85,7 @@ class Stack:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.priority: int | None = None
         self.line = ""
+        self.service_url = ""
         self.api = kubernetes.client.CoreV1Api(cluster.api_client())
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Any:
@@ -192,6 +201,13 @@ def stack(
             ensure_priority_class(cluster, priority)
         s.priority = priority
         write_hub_config(files, SPAWNER_CONFIG, values, namespace=namespace, suffix=s.suffix)
+        with files.config.open("a") as config:  # the hub service creates kernel pods
+            config.write(
+                f'\nc.JupyterHub.services[-1]["environment"]["KUBECONFIG"] = {kubeconfig!r}\n'
+            )
+        write_specs(["10gb"], tmp_path / "prefix", "GPU {size}")
+        shutil.copytree(tmp_path / "prefix/share/jupyter", tmp_path / "jupyter-data")
+        s.service_url = f"http://127.0.0.1:{files.service_port}/services/jupyter-mig/"
         s.hub_api = files.api
         s.spawn(
             "hub",
@@ -329,3 +345,60 @@ def test_a_kube_spawned_server_gets_its_slice_and_changes_it(stack: Stack) -> No
     # node starts it at once), and a stage whose Event comes late is not shown.
     assert "repartitioning" in stages, progress
     assert stages == sorted(stages, key=STAGES.index)
+
+
+def test_a_server_without_a_gpu_runs_a_gpu_kernel_in_its_own_pod(stack: Stack) -> None:
+    """Per-kernel slices with the real hub: the server (no GPU) starts a "GPU 10gb" kernel; its
+    provisioner asks the hub service with the server's own token; another user's token gets
+    403; shutting the kernel down deletes its pod."""
+    s = stack
+    for user in ("alice", "bob"):
+        assert admin(s, "POST", f"users/{user}")[0] == 201
+    options = {"gpu_slice": "none"}
+    body = options if s.line == "hub5" else {"user_options": options}
+    status, data = admin(s, "POST", "users/alice/server", body)
+    assert status in (201, 202), data
+    wait_for("alice's server", lambda: ready(s, "alice"), WAIT_S)
+    status, routes = admin(s, "GET", "proxy")
+    server = routes["/user/alice/"]["target"].rstrip("/") + "/user/alice/"
+    alice = admin(s, "POST", "users/alice/tokens", {"note": "test"})[1]["token"]
+    bob = admin(s, "POST", "users/bob/tokens", {"note": "test"})[1]["token"]
+    assert not any(
+        k.startswith(c.MIG_RESOURCE_PREFIX)
+        for p in s.pods()
+        for k in (p.spec.containers[0].resources.limits or {})
+    ), "the server holds no GPU"
+
+    status, kernel = call(server + "api/kernels", alice, "POST", {"name": "gpu-10gb"})
+    assert status == 201, kernel
+    name = kernel_object_name(kernel["id"])
+    pod = s.api.read_namespaced_pod(name, s.namespace)
+    assert pod.status.phase == "Running"
+    assert pod.spec.containers[0].resources.limits == {"nvidia.com/mig-1g.10gb": "1"}
+    assert pod.spec.node_name == s.node
+
+    status, doc = call(s.service_url + f"api/kernels/{kernel['id']}?server_name=", bob)
+    assert status == 403 and "belongs to another server" in doc["message"], doc
+    status, doc = call(s.service_url + f"api/kernels/{kernel['id']}?server_name=", bob, "DELETE")
+    assert status == 403, doc
+    assert s.api.read_namespaced_pod(name, s.namespace).metadata.deletion_timestamp is None
+
+    status, _ = call(server + f"api/kernels/{kernel['id']}", alice, "DELETE")
+    assert status == 204
+
+    def gone() -> bool:
+        return all(p.metadata.name != name for p in s.pods())
+
+    wait_for("the kernel pod to go", gone, WAIT_S)
+    with pytest.raises(kubernetes.client.ApiException):
+        s.api.read_namespaced_secret(name, s.namespace)
+
+    # A server whose token was revoked cannot create more kernel pods.
+    status, tokens = admin(s, "GET", "users/alice/tokens")
+    revoked = [t["id"] for t in tokens["api_tokens"] if (t.get("note") or "").startswith("Server")]
+    assert revoked, tokens
+    for token_id in revoked:
+        assert admin(s, "DELETE", f"users/alice/tokens/{token_id}")[0] == 204
+    status, doc = call(server + "api/kernels", alice, "POST", {"name": "gpu-10gb"})
+    assert status == 502 and "the hub does not know this token" in doc["message"], doc
+    assert not [p for p in s.pods() if p.metadata.name.startswith("kernel-")]

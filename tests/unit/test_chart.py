@@ -171,6 +171,22 @@ def test_watch_namespaces_replace_cluster_wide_pod_reads() -> None:
     ]
 
 
+def test_the_hub_service_gets_kernel_pods_and_secrets_in_the_listed_namespaces_only() -> None:
+    account = {"name": "hub", "namespace": NAMESPACE}
+    manifests = _render(hubKernels={"namespaces": ["jhub", "research"], "serviceAccount": account})
+    grants = _grants(manifests, "hub")
+    assert {(g[0], g[2], g[3]) for g in grants} == {
+        (ns, resource, verb)
+        for ns in ("jhub", "research")
+        for resource, verbs in (
+            ("pods", ("get", "list", "create", "delete")),
+            ("secrets", ("create", "delete")),
+        )
+        for verb in verbs
+    }, "no Secret reads, no patches, nothing cluster-wide"
+    assert not _grants(_render(), "hub"), "off unless the admin lists namespaces"
+
+
 def test_leader_election_off_drops_the_lease_role_and_flag() -> None:
     manifests = _render(controller={"leaderElection": {"enabled": False}})
     assert not {g for g in _grants(manifests, CONTROLLER_SA) if g[2] == "leases"}

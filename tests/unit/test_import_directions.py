@@ -19,7 +19,7 @@ TESTS = ROOT / "tests"
 PARTS = frozenset({"controller", "agent", "notebook", "hub", "simnode"})
 #: The ground floor: shared by the parts, importing none of them.
 GROUND = frozenset(
-    {"mig", "errors", "api", "slices", "kube", "nvml", "podresources", "deviceplugin"}
+    {"mig", "errors", "api", "slices", "kernels", "kube", "nvml", "podresources", "deviceplugin"}
 )
 #: What each ground-floor package may import of the project (besides itself).
 GROUND_ALLOWED: dict[str, frozenset[str]] = {
@@ -28,6 +28,7 @@ GROUND_ALLOWED: dict[str, frozenset[str]] = {
     "kube": frozenset({"errors"}),
     "api": frozenset({"mig", "errors"}),
     "slices": frozenset({"api", "mig", "errors"}),
+    "kernels": frozenset({"api", "mig", "errors", "slices"}),
     "deviceplugin": frozenset({"nvml", "errors"}),
     "nvml": frozenset({"mig", "errors"}),
     "podresources": frozenset(),

@@ -6,15 +6,20 @@ rendered from planner snapshots, so the numbers are what the controller would pu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
+from kernel_support import KERNEL_ID, FakeService
 from pytest_jupyter.jupyter_server import *  # noqa: F403  (fixtures, scoped to this module)
 from slice_support import Controller, closed_port_url
 from tornado.httpclient import HTTPClientError, HTTPResponse
+
+from jupyter_mig.kernels.provisioner import GpuSliceProvisioner
+from jupyter_mig.kernels.specs import kernel_spec
 
 
 @pytest.fixture
@@ -362,3 +367,77 @@ def test_error_bodies_carry_a_message_and_nothing_null(api: Api) -> None:
     status, doc = api("POST", "slice", {"size": "10gb"})
     assert status == 409
     assert set(doc) == {"message"} and doc["message"]
+
+
+# --- per-kernel slices: one kernel restarts with another size ------------------------------
+
+
+@pytest.fixture
+def gpu_kernel(
+    api: Api, jp_data_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, FakeService]]:
+    """A kernel started by the server on the "GPU 10gb" spec; its pod is the stand-in's."""
+    folder = jp_data_dir / "kernels" / "gpu-10gb"
+    folder.mkdir(parents=True)
+    spec = kernel_spec("10gb", "Python 3 · GPU {size}")
+    spec["metadata"]["kernel_provisioner"]["config"]["poll_interval"] = 0.01
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    service = FakeService(pending_polls=1)
+    monkeypatch.setattr(GpuSliceProvisioner, "service", service)
+    response = api.run(api.fetch("api", "kernels", method="POST", body='{"name": "gpu-10gb"}'))
+    kernel_id = json.loads(response.body)["id"]
+    yield kernel_id, service
+    api.run(api.fetch("api", "kernels", kernel_id, method="DELETE"))
+
+
+def wait_for_change(api: Api, kernel_id: str) -> dict[str, Any]:
+    for _ in range(500):
+        change = api("GET", f"kernels/{kernel_id}/slice")[1]["change"]
+        if change["state"] != "running":
+            return dict(change)
+        api.run(asyncio.sleep(0.01))  # type: ignore[arg-type]
+    raise AssertionError("the kernel did not restart")
+
+
+def test_a_gpu_kernel_says_its_slice(api: Api, gpu_kernel: tuple[str, FakeService]) -> None:
+    kernel_id, _ = gpu_kernel
+    status, doc = api("GET", f"kernels/{kernel_id}/slice")
+    assert status == 200
+    assert (doc["gpu_slice"], doc["phase"], doc["change"]) == ("10gb", "Running", None)
+
+
+def test_one_kernel_restarts_with_another_slice(
+    api: Api, gpu_kernel: tuple[str, FakeService]
+) -> None:
+    kernel_id, service = gpu_kernel
+    status, doc = api("POST", f"kernels/{kernel_id}/slice", {"size": "20gb"})
+    assert status == 202 and doc["state"] == "running" and doc["plan"]["size"] == "20gb"
+    change = wait_for_change(api, kernel_id)
+    assert change["state"] == "ready", change
+    assert api("GET", f"kernels/{kernel_id}/slice")[1]["gpu_slice"] == "20gb"
+    creates = [c for c in service.calls if c[0] == "create"]
+    assert creates == [("create", kernel_id, "10gb"), ("create", kernel_id, "20gb")]
+
+
+@pytest.mark.parametrize("jupyter_mig_config", [{"allowed_sizes": ["10gb", "20gb"]}])
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"size": "lots"}, 400, "cannot read 'lots' as a GPU slice size"),
+        ({"size": "40gb"}, 403, "40gb is not on this hub's list of sizes"),
+        ({"size": ""}, 400, 'give the size as {"size": "10gb"}'),
+        ({"size": "10gb", "saved": True}, 400, 'unknown field "saved"'),
+    ],
+)
+def test_a_kernel_slice_change_that_cannot_be_had_leaves_the_kernel_alone(
+    api: Api, gpu_kernel: tuple[str, FakeService], body: Any, status: int, words: str
+) -> None:
+    kernel_id, service = gpu_kernel
+    code, doc = api("POST", f"kernels/{kernel_id}/slice", body)
+    assert code == status and words in doc["message"], doc
+    assert [c[0] for c in service.calls].count("create") == 1
+
+
+def test_an_unknown_kernel_is_a_404(api: Api) -> None:
+    status, doc = api("POST", f"kernels/{KERNEL_ID}/slice", {"size": "10gb"})
+    assert status == 404 and "no kernel" in doc["message"]

@@ -381,3 +381,34 @@ def test_the_widget_outside_a_server_fails_once_and_cleanly(
 def test_the_widget_checks_its_arguments_first(kwargs: dict[str, float], words: str) -> None:
     with pytest.raises(ValueError, match=words):
         GpuSlicePicker(ServerClient("http://127.0.0.1:9/", ""), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("", "runs in its own pod with a GPU slice of 10gb (1g.10gb); %gpu_slice SIZE says"),
+        ("20gb --yes", "switch this notebook to the GPU 20gb kernel (Kernel > Change Kernel)"),
+        ("20gb", 'POST jupyter-mig/api/kernels/0b5c4e2e-1111-4222-8333-944455556666/slice {"size"'),
+        ("--release", "for no GPU, switch this notebook to a kernel without one"),
+    ],
+)
+def test_a_kernel_in_its_own_pod_says_its_slice_and_how_to_change_it(
+    monkeypatch: pytest.MonkeyPatch, line: str, words: str
+) -> None:
+    """A kernel pod has no server token: one clear line, never a server restart request."""
+    monkeypatch.setenv("JUPYTER_MIG_KERNEL_ID", "0b5c4e2e-1111-4222-8333-944455556666")
+    monkeypatch.setenv("JUPYTER_MIG_SIZE", "10gb")
+    monkeypatch.setenv("JUPYTER_MIG_SLICE", "1g.10gb")
+    shell = InteractiveShell.instance()
+
+    def no_server() -> ServerClient:
+        raise AssertionError("a kernel pod does not look for its server")
+
+    shell.register_magics(GpuSliceMagics(shell, no_server))
+    try:
+        with pytest.raises(UsageError) as caught, capture_output() as captured:
+            shell.run_line_magic("gpu_slice", line)
+    finally:
+        shell.magics_manager.magics["line"].pop("gpu_slice", None)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    assert bundles(captured) == []  # no server restart request

@@ -20,6 +20,7 @@ from traitlets.config import Config, Configurable
 from jupyter_mig import cli
 from jupyter_mig.controller.settings import Settings, from_flags
 from jupyter_mig.hub import SliceSettings, configure_hub
+from jupyter_mig.kernels.template import TEMPLATE_ENV, KernelPodTemplate
 from jupyter_mig.notebook.config import JupyterMig
 from jupyter_mig.slices import contract
 
@@ -82,6 +83,7 @@ def test_the_hubs_help_all_shows_every_slice_setting() -> None:
         check=True,
     )
     trait_help_lines(SliceSettings, done.stdout)
+    trait_help_lines(KernelPodTemplate, done.stdout)
 
 
 def test_the_servers_settings_show_help_and_default() -> None:
@@ -97,6 +99,19 @@ def test_hub_settings_are_set_as_c_slice_settings() -> None:
     carried = json.loads(c.JupyterHub.services[-1]["environment"][contract.HUB_SETTINGS_ENV])
     assert carried["sizes"] == ["10gb"] and carried["slice_changes_per_period"] == 3
     assert carried["restart_timeout"] == contract.RESTART_TIMEOUT
+
+
+def test_the_kernel_pod_template_is_set_as_c_kernel_pod_template() -> None:
+    c = Config()
+    c.SliceSettings.controller_url = "http://controller:8080"
+    configure_hub(c)
+    assert TEMPLATE_ENV not in c.JupyterHub.services[-1]["environment"], "off by default"
+    c.KernelPodTemplate.namespace = "jhub"
+    c.KernelPodTemplate.image = "kernel:1"
+    c.KernelPodTemplate.max_kernels_per_user = 2
+    configure_hub(c)
+    carried = c.JupyterHub.services[-1]["environment"][TEMPLATE_ENV]
+    assert KernelPodTemplate.from_json(carried).max_kernels_per_user == 2
 
 
 def test_a_hub_without_a_controller_url_is_refused() -> None:
