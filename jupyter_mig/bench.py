@@ -16,12 +16,12 @@ import sys
 import time
 from typing import Any
 
+from jupyter_mig.cli import add_spares_option
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.layout import Instance, enumerate_layouts
 from jupyter_mig.mig.models import MODELS, GpuModel
 from jupyter_mig.mig.planner import (
     DEFAULT_SPARES,
-    MAX_SPARES,
     Demand,
     GpuSnapshot,
     NodeSnapshot,
@@ -125,15 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gpu", default="A100-80GB", help="GPU model")
     parser.add_argument("--repeat", type=int, default=5, help="rounds per size (median reported)")
-    parser.add_argument(
-        "--spares",
-        type=int,
-        choices=range(MAX_SPARES + 1),
-        default=DEFAULT_SPARES,
-        metavar="N",
-        help=f"spare instances per profile in use, as the controller's --spares (default "
-        f"{DEFAULT_SPARES})",
-    )
+    add_spares_option(parser, DEFAULT_SPARES, "plan with")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the generated cluster")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 

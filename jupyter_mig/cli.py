@@ -136,20 +136,25 @@ def missing_extra(err: ModuleNotFoundError, command_extra: str | None) -> str | 
     )
 
 
+def add_spares_option(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    """``--spares N``, as the controller's: free instances kept per profile in use."""
+    parser.add_argument(
+        "--spares",
+        type=int,
+        choices=range(MAX_SPARES + 1),
+        default=default,
+        metavar="N",
+        help=f"{what} N free instances of each profile in use, as the controller does (its "
+        f"default: {DEFAULT_SPARES}); 0 to {MAX_SPARES} (default: {default})",
+    )
+
+
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="planner input JSON, or - for stdin")
     parser.add_argument(
         "--indent", type=int, default=None, help="pretty-print with this many spaces per level"
     )
-    parser.add_argument(
-        "--spares",
-        type=int,
-        choices=range(MAX_SPARES + 1),
-        default=0,
-        metavar="N",
-        help=f"also keep N free instances of each profile in use, as the controller does "
-        f"(its default: {DEFAULT_SPARES}); 0 to {MAX_SPARES}",
-    )
+    add_spares_option(parser, 0, "also keep")
 
 
 def _plan_run(args: argparse.Namespace) -> int:

@@ -12,9 +12,10 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from jupyter_mig.cli import add_spares_option
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.models import ModelError, get_model
-from jupyter_mig.mig.planner import DEFAULT_SPARES, MAX_SPARES
+from jupyter_mig.mig.planner import DEFAULT_SPARES
 from jupyter_mig.output import output_path, write_atomic
 
 DEFAULT_POLICIES = ("dynamic", "nos-greedy", "static:all-1g", "static:balanced", "static:all-3g")
@@ -79,15 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dynamic's starting layout: nothing carved (default), or one whole-GPU instance per "
         "GPU, as nos starts",
     )
-    parser.add_argument(
-        "--spares",
-        type=int,
-        choices=range(MAX_SPARES + 1),
-        default=DEFAULT_SPARES,
-        metavar="N",
-        help=f"dynamic: free instances kept per profile in use, as the controller's --spares "
-        f"(default {DEFAULT_SPARES}; 0 to {MAX_SPARES})",
-    )
+    add_spares_option(parser, DEFAULT_SPARES, "dynamic: keep")
     parser.add_argument(
         "--policy",
         action="append",
