@@ -37,6 +37,7 @@ from jupyter_mig.controller.selection import is_candidate, pending_pod
 from jupyter_mig.controller.snapshot import build_views
 from jupyter_mig.mig.layout import Instance, enumerate_layouts
 from jupyter_mig.mig.models import MODELS
+from jupyter_mig.mig.planner import DEFAULT_SPARES
 
 MODEL = MODELS.get("A100-80GB")
 PROFILE_MIX = (
@@ -151,7 +152,7 @@ def offline(args: argparse.Namespace) -> None:
         pending = [pending_pod(p) for p in pods if is_candidate(p)]
         now = datetime.now(UTC)
         assessment = assess(views, pending, {p.key for p in pending}, now, timedelta(minutes=5))
-        decision = decide(views, assessment, now)
+        decision = decide(views, assessment, now, DEFAULT_SPARES)
         times.append(time.perf_counter() - started)
     plan = decision.plan
     print(

@@ -16,10 +16,12 @@ import sys
 import time
 from typing import Any
 
+from jupyter_mig.cli import add_spares_option
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.layout import Instance, enumerate_layouts
 from jupyter_mig.mig.models import MODELS, GpuModel
 from jupyter_mig.mig.planner import (
+    DEFAULT_SPARES,
     Demand,
     GpuSnapshot,
     NodeSnapshot,
@@ -77,14 +79,20 @@ def synthetic_round(
 
 
 def measure(
-    nodes: int, gpus_per_node: int, pods_per_node: int, model: GpuModel, seed: int, repeat: int
+    nodes: int,
+    gpus_per_node: int,
+    pods_per_node: int,
+    model: GpuModel,
+    seed: int,
+    repeat: int,
+    spares: int = DEFAULT_SPARES,
 ) -> dict[str, Any]:
     snapshots, demands = synthetic_round(nodes, gpus_per_node, pods_per_node, model, seed)
     timings = []
     plan = None
     for _ in range(repeat):
         began = time.perf_counter()
-        plan = plan_round(snapshots, demands)
+        plan = plan_round(snapshots, demands, spares=spares)
         timings.append(time.perf_counter() - began)
     assert plan is not None
     return {
@@ -117,6 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gpu", default="A100-80GB", help="GPU model")
     parser.add_argument("--repeat", type=int, default=5, help="rounds per size (median reported)")
+    add_spares_option(parser, DEFAULT_SPARES, "plan with")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the generated cluster")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
@@ -140,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         f"{'create':>7} {'destroy':>7}"
     )
     for n in sizes:
-        row = measure(n, args.gpus_per_node, args.pods_per_node, model, args.seed, args.repeat)
+        row = measure(
+            n, args.gpus_per_node, args.pods_per_node, model, args.seed, args.repeat, args.spares
+        )
         results.append(row)
         print(
             f"{row['nodes']:>6} {row['gpus']:>6} {row['pending']:>8} {row['median_s']:>9.3f} "

@@ -22,7 +22,7 @@ from jupyter_mig.errors import UserError
 from jupyter_mig.mig.contract import ContractError, parse_input, render_plan
 from jupyter_mig.mig.layout import LayoutError
 from jupyter_mig.mig.models import MODELS, ModelError
-from jupyter_mig.mig.planner import plan_round
+from jupyter_mig.mig.planner import DEFAULT_SPARES, MAX_SPARES, plan_round
 from jupyter_mig.mig.sizes import SizeError, resolve
 
 USER_ERRORS = (UserError, ContractError, SizeError, ModelError, LayoutError)
@@ -136,11 +136,25 @@ def missing_extra(err: ModuleNotFoundError, command_extra: str | None) -> str | 
     )
 
 
+def add_spares_option(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    """``--spares N``, as the controller's: free instances kept per profile in use."""
+    parser.add_argument(
+        "--spares",
+        type=int,
+        choices=range(MAX_SPARES + 1),
+        default=default,
+        metavar="N",
+        help=f"{what} N free instances of each profile in use, as the controller does (its "
+        f"default: {DEFAULT_SPARES}); 0 to {MAX_SPARES} (default: {default})",
+    )
+
+
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="planner input JSON, or - for stdin")
     parser.add_argument(
         "--indent", type=int, default=None, help="pretty-print with this many spaces per level"
     )
+    add_spares_option(parser, 0, "also keep")
 
 
 def _plan_run(args: argparse.Namespace) -> int:
@@ -167,7 +181,7 @@ def _plan_run(args: argparse.Namespace) -> int:
     except RecursionError:
         raise UserError(f"{args.file}: JSON nested too deeply") from None
     nodes, demands = parse_input(data)
-    result = render_plan(plan_round(nodes, demands), nodes)
+    result = render_plan(plan_round(nodes, demands, spares=args.spares), nodes)
     json.dump(result, sys.stdout, indent=args.indent)
     sys.stdout.write("\n")
     return 0

@@ -240,7 +240,7 @@ class Controller:
         if round_input == self._last_input:
             return
         started = time.perf_counter()
-        decision = decide(views, assessment, wall)
+        decision = decide(views, assessment, wall, self.settings.spares)
         planned_in = time.perf_counter() - started
         self.metrics.plan_duration.observe(planned_in)
         landed = self._write_all(decision.writes)

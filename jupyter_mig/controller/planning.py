@@ -186,10 +186,18 @@ def planned_nodes(views: Mapping[str, NodeView]) -> list[NodeView]:
     ]
 
 
-def decide(views: Mapping[str, NodeView], assessment: Assessment, now: datetime) -> Decision:
-    """Plan the round and render every spec that changes, with the Events it earns."""
+def decide(
+    views: Mapping[str, NodeView], assessment: Assessment, now: datetime, spares: int
+) -> Decision:
+    """Plan the round and render every spec that changes, with the Events it earns.  Spare
+    instances are topped up only in rounds that serve pending pods, so an idle cluster is left
+    alone."""
     nodes = planned_nodes(views)
-    plan = plan_round([v.snapshot for v in nodes if v.snapshot is not None], assessment.demands)
+    plan = plan_round(
+        [v.snapshot for v in nodes if v.snapshot is not None],
+        assessment.demands,
+        spares=spares if assessment.demands else 0,
+    )
     models = {(v.name, i): m for v in nodes for i, m in v.models.items()}
     by_node: dict[str, dict[str, list[Assignment]]] = {}
     for key, assignments in plan.placements.items():

@@ -17,6 +17,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from jupyter_mig.mig.planner import DEFAULT_SPARES, MAX_SPARES
+
 _DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -61,6 +63,13 @@ def own_namespace() -> str:
         return "default"
 
 
+def spare_count(text: str) -> int:
+    """0 to MAX_SPARES spare instances per profile."""
+    if not text.strip().isdigit() or not 0 <= int(text) <= MAX_SPARES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to {MAX_SPARES}")
+    return int(text)
+
+
 def replica_identity() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
@@ -99,6 +108,14 @@ class Settings:
         help="how long pods wait for a node that is applying a layout carved for them before "
         "they are planned elsewhere",
         parse=duration,
+    )
+    spares: int = setting(
+        DEFAULT_SPARES,
+        help="in rounds that serve pending pods, keep this many free instances of each profile "
+        "in use, carved only from space the round leaves free, so the next pod of a size in "
+        "demand binds at once (0: create only what pods ask for)",
+        parse=spare_count,
+        metavar="N",
     )
     #: Where the interactive mark counts (``*``: everywhere); elsewhere pods are batch pods.
     interactive_namespaces: tuple[str, ...] = setting(

@@ -7,7 +7,9 @@ and the operation counts.
 Hard rules: an in-use instance is never destroyed or moved; every target layout is valid; the
 result is deterministic.  Objectives, in order: serve the most pending demand (higher priority
 first, interactive before batch within a priority), with the fewest destroy/create operations,
-leaving free space the least fragmented.  Only demanded instances are created.
+leaving free space the least fragmented.  Only demanded instances are created, and, when asked
+for (``spares``), a few free instances of the profiles in use, so the next pod of a size that is
+in demand binds at once instead of waiting for a round.
 
 How: pods are served one at a time in priority order; each takes the cheapest option on the best
 GPU — reuse an existing free instance (0 ops), carve free space (1 op), or destroy free instances
@@ -29,7 +31,7 @@ from typing import NamedTuple
 
 from jupyter_mig.mig.layout import Instance, span_mask
 from jupyter_mig.mig.models import GpuModel, Profile
-from jupyter_mig.mig.sizes import SizeRequest, resolve_for_model
+from jupyter_mig.mig.sizes import SizeRequest, parse_size, resolve_for_model
 
 # --------------------------------------------------------------------------------------------
 # Input and output structures (the JSON contract of ARCHITECTURE.md, as Python objects)
@@ -404,6 +406,11 @@ class _Index:
         return None
 
 
+#: Free instances kept per profile in use, in rounds that serve pending pods (the controller's and
+#: the simulator's default; ``jupyter-mig plan --spares``).  One measured best: see docs/planner.md.
+DEFAULT_SPARES = 1
+MAX_SPARES = 7  # a GPU holds at most 7 instances
+SPARE_CANDIDATES = 256  # GPUs with room that the spare pass considers, fullest first
 SECOND_PASS_LIMIT = 2000  # rounds up to this many pods also try largest-first when short
 PROMOTION_LIMIT = 200  # rounds up to this many pods get PROMOTION_PASSES re-orderings
 PROMOTION_PASSES = 8
@@ -717,8 +724,15 @@ def _run(
     return plan, (*(-s for s in served), plan.operations, fragmentation)
 
 
-def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan:
-    """Plan one round.  Pure and deterministic; see the module docstring."""
+def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand], spares: int = 0) -> Plan:
+    """Plan one round.  Pure and deterministic; see the module docstring.  With ``spares`` > 0,
+    after the pending pods are served, every profile in use on a model is topped up to that many
+    free instances (see :func:`_add_spares`)."""
+    plan = _plan_demands(nodes, demands)
+    return _add_spares(nodes, plan, spares) if spares > 0 else plan
+
+
+def _plan_demands(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan:
     names = [d.name for d in demands]
     if len(set(names)) != len(names):
         raise ValueError("pending pod names must be unique")
@@ -750,6 +764,96 @@ def plan_round(nodes: Sequence[NodeSnapshot], demands: Sequence[Demand]) -> Plan
     if exact is not None and _score(exact, demands, tiers, nodes, memos) < score:
         return exact
     return best
+
+
+def _add_spares(nodes: Sequence[NodeSnapshot], plan: Plan, spares: int) -> Plan:
+    """Carve up to ``spares`` free instances of every profile in use (held, or placed by ``plan``)
+    on each model, where they cost nothing the plan relies on.
+
+    Why: a pod whose size has a free instance binds as soon as it is scheduled; one without waits
+    a whole round (batch window, create, device-plugin refresh), and a short-lived pod may be gone
+    before then.  What a spare may use: free space, and free instances of a profile beyond its own
+    target (``spares`` for a profile in use, none for one that is not).  Everything the plan
+    keeps, places or creates stays, so the pods served and every in-use instance are untouched.
+    One greedy pass, smallest first; a spare that fits nowhere is simply not made.
+    """
+    held: dict[str, set[int]] = {}  # model -> profiles in use or placed
+    free: Counter[tuple[str, int]] = Counter()
+    placed = {(a.node, a.gpu, a.start) for slots in plan.placements.values() for a in slots}
+    # Per GPU: its layout after the plan, and which of those instances are free ones that
+    # existed before (only those may be given up for a spare).
+    gpus: list[tuple[str, GpuSnapshot, tuple[Instance, ...], set[Slot]]] = []
+    for node in nodes:
+        for snap in node.gpus:
+            layout = plan.layouts[(node.name, snap.index)]
+            in_use: set[Slot] = set()
+            before: set[Slot] = set()
+            for i in snap.instances:
+                (in_use if i.used else before).add((i.start, i.profile_id))
+            existing: set[Slot] = set()
+            for inst in layout:
+                slot = (inst.start, inst.profile_id)
+                if slot in in_use or (node.name, snap.index, inst.start) in placed:
+                    held.setdefault(snap.model.name, set()).add(inst.profile_id)
+                else:
+                    free[(snap.model.name, inst.profile_id)] += 1
+                    if slot in before:
+                        existing.add(slot)
+            gpus.append((node.name, snap, layout, existing))
+    wanted: list[Demand] = []
+    for model_name, profiles in sorted(held.items()):
+        where = tuple(n.name for n in nodes if any(g.model.name == model_name for g in n.gpus))
+        restrict = None if len(where) == len(nodes) else where
+        model = next(g.model for n in nodes for g in n.gpus if g.model.name == model_name)
+        for pid in sorted(profiles):
+            request = parse_size(model.by_id[pid].name)
+            for k in range(spares - free[(model_name, pid)]):
+                wanted.append(Demand(f"spare {model_name} {pid} {k}", (request,), restrict))
+    if not wanted:
+        return plan
+    kept: Counter[tuple[str, int]] = Counter()
+    rooms: list[tuple[int, int, str, GpuSnapshot]] = []  # (-taken, order, node, GPU with room)
+    for name, snap, layout, existing in gpus:
+        instances = []
+        taken = 0
+        for inst in layout:
+            loose = (inst.start, inst.profile_id) in existing
+            if loose and inst.profile_id in held.get(snap.model.name, ()):
+                key = (snap.model.name, inst.profile_id)
+                if kept[key] < spares:  # this profile's own spares stay
+                    kept[key] += 1
+                    loose = False
+            instances.append(ObservedInstance(inst.profile_id, inst.start, used=not loose))
+            taken += 0 if loose else snap.model.by_id[inst.profile_id].size
+        if taken < snap.model.grid:  # only GPUs with room for a spare take part
+            spare_gpu = GpuSnapshot(snap.index, snap.model, tuple(instances))
+            rooms.append((-taken, len(rooms), name, spare_gpu))
+    # The fullest GPUs first (spares there spoil the least), and only as many as a few spares
+    # can use, so that a round over thousands of GPUs stays fast.
+    by_node: dict[str, list[GpuSnapshot]] = {}
+    for _, _, name, spare_gpu in sorted(rooms)[:SPARE_CANDIDATES]:
+        by_node.setdefault(name, []).append(spare_gpu)
+    after = [NodeSnapshot(n.name, tuple(by_node.get(n.name, ())), n.labels) for n in nodes]
+    sizes: dict[SizeRequest, float] = {}
+    models = sorted({g.model for n in nodes for g in n.gpus}, key=lambda m: m.name)
+    ordered = sorted(wanted, key=lambda d: (_pod_size(d, models, sizes), d.name))
+    extra, _ = _run(after, ordered, [(0, False)], sizes)
+    for key, made in extra.created.items():
+        undone = set(plan.destroyed.get(key, ())) & set(made)  # re-carved where it was: kept
+        rest = tuple(i for i in plan.destroyed.get(key, ()) if i not in undone)
+        if rest:
+            plan.destroyed[key] = rest
+        else:
+            plan.destroyed.pop(key, None)
+        new = tuple(i for i in made if i not in undone)
+        if new:
+            plan.created[key] = tuple(sorted((*plan.created.get(key, ()), *new)))
+    for key, gone in extra.destroyed.items():
+        plan.destroyed[key] = tuple(sorted((*plan.destroyed.get(key, ()), *gone)))
+    plan.layouts.update(extra.layouts)
+    plan.creates = sum(len(c) for c in plan.created.values())
+    plan.destroys = sum(len(d) for d in plan.destroyed.values())
+    return plan
 
 
 def _could_serve_more(

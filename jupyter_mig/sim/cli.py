@@ -12,8 +12,10 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from jupyter_mig.cli import add_spares_option
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.models import ModelError, get_model
+from jupyter_mig.mig.planner import DEFAULT_SPARES
 from jupyter_mig.output import output_path, write_atomic
 
 DEFAULT_POLICIES = ("dynamic", "nos-greedy", "static:all-1g", "static:balanced", "static:all-3g")
@@ -78,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dynamic's starting layout: nothing carved (default), or one whole-GPU instance per "
         "GPU, as nos starts",
     )
+    add_spares_option(parser, DEFAULT_SPARES, "dynamic: keep")
     parser.add_argument(
         "--policy",
         action="append",
@@ -162,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     longest = _number(args.batch_max, "--batch-max", minimum=0)
     batching = Batching(idle=idle, max_wait=max(idle, longest))
     policies = [
-        make_policy(spec, model, batching, seed, args.dynamic_start == "whole")
+        make_policy(spec, model, batching, seed, args.dynamic_start == "whole", args.spares)
         for spec in args.policy or DEFAULT_POLICIES
     ]
     json_path = output_path(args.json, "--json")

@@ -1,7 +1,7 @@
 """nos's MIG partitioner (nebuly-ai/nos) re-implemented as a baseline, in three variants.
 
-``nos-greedy`` is nos as people run it, after the project's notes on nos (``reference/nos.md``
-§2 and its side-by-side measurements):
+``nos-greedy`` is nos as people run it, after nos's source (its partitioner and mig-agent) and a
+side-by-side run of its own Go planner (issue 12):
 
 - Batching: a batch is ready 10 s after its last pending pod or 60 s after its first; only one
   plan is in flight — while any GPU still reconfigures, the batch is dropped and retried 10 s

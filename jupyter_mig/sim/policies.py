@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.layout import Instance, enumerate_layouts
 from jupyter_mig.mig.models import GpuModel, Profile
-from jupyter_mig.mig.planner import Demand, GpuSnapshot, NodeSnapshot, ObservedInstance, plan_round
+from jupyter_mig.mig.planner import (
+    DEFAULT_SPARES,
+    Demand,
+    GpuSnapshot,
+    NodeSnapshot,
+    ObservedInstance,
+    plan_round,
+)
 from jupyter_mig.mig.sizes import SizeError, parse_size, resolve_for_model
 from jupyter_mig.sim.engine import Batching, Decision, GpuChange, GpuView, PodView, Policy, Slot
 from jupyter_mig.sim.nos import NosGreedyPolicy, whole_gpu
@@ -32,6 +39,7 @@ class DynamicPolicy:
     batching: Batching | None = DYNAMIC_BATCHING
     name: str = "dynamic"
     start_whole: bool = False  # start like nos: one whole-GPU instance per GPU
+    spares: int = DEFAULT_SPARES  # free instances kept per profile in use, as the controller
 
     def initial_layout(self, model: GpuModel) -> tuple[Instance, ...]:
         # By default MIG mode is on and nothing carved: only demanded instances are created.
@@ -50,7 +58,7 @@ class DynamicPolicy:
         demands = [
             Demand(p.name, p.items, priority=p.priority, interactive=p.interactive) for p in waiting
         ]
-        plan = plan_round(nodes, demands)
+        plan = plan_round(nodes, demands, spares=self.spares)
         changes = {
             key: GpuChange(plan.destroyed.get(key, ()), plan.created.get(key, ()))
             for key in sorted(set(plan.created) | set(plan.destroyed))
@@ -144,13 +152,17 @@ def make_policy(
     dynamic_batching: Batching = DYNAMIC_BATCHING,
     seed: int = 0,
     dynamic_start_whole: bool = False,
+    dynamic_spares: int = DEFAULT_SPARES,
 ) -> Policy:
     """``dynamic``, a nos baseline or ``static:<layout>``; a user error names the choices.
     ``seed`` drives the random choices nos makes (``nos-greedy``, ``nos-shipped``);
-    ``dynamic_start_whole`` starts ``dynamic`` from one whole-GPU instance per GPU, as nos."""
+    ``dynamic_start_whole`` starts ``dynamic`` from one whole-GPU instance per GPU, as nos;
+    ``dynamic_spares`` is the controller's ``--spares``."""
     text = spec.strip()
     if text == "dynamic":
-        return DynamicPolicy(batching=dynamic_batching, start_whole=dynamic_start_whole)
+        return DynamicPolicy(
+            batching=dynamic_batching, start_whole=dynamic_start_whole, spares=dynamic_spares
+        )
     if text in NOS_POLICIES:
         faithful, shipped = NOS_POLICIES[text]
         policy = NosGreedyPolicy(name=text, seed=seed, faithful=faithful, shipped=shipped)

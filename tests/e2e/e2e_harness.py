@@ -74,9 +74,11 @@ E2E_LABEL = "jupyter-mig.io/e2e"
 
 #: Chart values for the tests: leases are short so that a failover takes seconds.
 #: Every test creates its pods in its own namespace, so the interactive mark is trusted everywhere.
+#: No spare slices: the tests count the slices their pods ask for (spares: test_controller.py).
 E2E_VALUES: dict[str, Any] = {
     "agent": {"devicePlugin": {"readyTimeout": 30}},
     "controller": {
+        "spares": 0,
         "leaderElection": {"leaseDuration": 4, "renewDeadline": 3},
         "interactiveNamespaces": ["*"],
     },

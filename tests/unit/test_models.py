@@ -1,4 +1,4 @@
-"""GPU models and profile tables against the reference (shared/reference/mig-profiles.md §1-§3)."""
+"""GPU models and profile tables against NVIDIA's published MIG profile tables (MIG user guide)."""
 
 from __future__ import annotations
 

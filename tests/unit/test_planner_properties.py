@@ -340,3 +340,85 @@ def test_random_layouts_are_valid() -> None:
     for name, model in MODELS_BY_NAME.items():
         for _ in range(50):
             assert layout_errors(model, random_layout(chooser, model, 8)) == [], name
+
+
+# -- spare instances (issue 12) -----------------------------------------------------------------
+
+
+def free_by_profile(nodes: Any, plan: Plan) -> tuple[set[tuple[str, int]], dict[Any, int]]:
+    """(the (model, profile) pairs in use or placed, free instances per pair) after ``plan``."""
+    placed = {(a.node, a.gpu, a.start) for slots in plan.placements.values() for a in slots}
+    held: set[tuple[str, int]] = set()
+    free: dict[tuple[str, int], int] = {}
+    for node in nodes:
+        for snap in node.gpus:
+            used = {(i.start, i.profile_id) for i in snap.instances if i.used}
+            for inst in plan.layouts[(node.name, snap.index)]:
+                key = (snap.model.name, inst.profile_id)
+                if (inst.start, inst.profile_id) in used or (
+                    (node.name, snap.index, inst.start) in placed
+                ):
+                    held.add(key)
+                else:
+                    free[key] = free.get(key, 0) + 1
+    return held, free
+
+
+@PROPERTY
+@given(rounds(max_existing=7), st.integers(1, 3))
+def test_spares_change_no_placement_and_take_only_surplus(doc: dict[str, Any], spares: int) -> None:
+    nodes, demands = parse_input(doc)
+    plain = plan_round(nodes, demands)
+    spared = plan_round(nodes, demands, spares=spares)
+    assert plan_violations(nodes, demands, spared, spares) == [], json.dumps(doc)
+    assert (spared.placements, spared.unplaced) == (plain.placements, plain.unplaced)
+    held, before = free_by_profile(nodes, plain)
+    _, after = free_by_profile(nodes, spared)
+    for key in held:  # a profile in use keeps min(spares, what it had) free instances at least
+        assert after.get(key, 0) >= min(spares, before.get(key, 0)), (key, json.dumps(doc))
+    for gpu_key, made in plain.created.items():  # nothing the plan creates is given up
+        assert set(made) <= set(spared.layouts[gpu_key])
+
+
+def test_a_spare_of_the_size_in_demand_is_carved_from_free_space() -> None:
+    # A 1g pod goes to the uncarved GPU; its spare goes beside it, and the free whole-GPU
+    # instance of the other GPU (kept for a whole-GPU pod) is not broken for it.
+    doc = round_doc(
+        {"n": [gpu("A100-80GB"), gpu("A100-80GB", ("7g.80gb", 0, False), index=1)]},
+        pod("p", {"1g.10gb": 1}),
+    )
+    nodes, demands = parse_input(doc)
+    plan = plan_round(nodes, demands, spares=1)
+    out = render_plan(plan, nodes)
+    assert out["placements"]["p"] == [{"node": "n", "gpu": 0, "profile": "1g.10gb", "start": 6}]
+    assert [i["profile"] for i in out["gpus"][0]["instances"]] == ["1g.10gb", "1g.10gb"]
+    assert out["gpus"][1]["instances"] == [{"profile": "7g.80gb", "start": 0}]
+    assert out["ops"] == {"create": 2, "destroy": 0}
+
+
+def test_spares_break_a_surplus_free_instance_but_not_the_last_spare_of_a_profile() -> None:
+    # GPU 0: a 3g in use and two free 2g; the pod takes one 2g, the other stays its spare.  The
+    # 3g in use has no spare: it is carved from GPU 1's free 7g (no 7g is in use: a surplus).
+    doc = round_doc(
+        {
+            "n": [
+                gpu(
+                    "A100-80GB", ("3g.40gb", 4, True), ("2g.20gb", 0, False), ("2g.20gb", 2, False)
+                ),
+                gpu("A100-80GB", ("7g.80gb", 0, False), index=1),
+            ]
+        },
+        pod("p", {"2g.20gb": 1}),
+    )
+    nodes, demands = parse_input(doc)
+    plan = plan_round(nodes, demands, spares=1)
+    out = render_plan(plan, nodes)
+    assert out["placements"]["p"][0]["gpu"] == 0
+    assert sorted(i["profile"] for i in out["gpus"][0]["instances"]) == [
+        "2g.20gb",
+        "2g.20gb",
+        "3g.40gb",
+    ]
+    assert [i["profile"] for i in out["gpus"][1]["instances"]] == ["3g.40gb"]
+    assert out["ops"] == {"create": 1, "destroy": 1}
+    assert plan_round(nodes, demands, spares=0).operations == 0

@@ -60,10 +60,14 @@ def test_dynamic_first_pod_waits_batch_ops_and_refresh() -> None:
     cluster = ClusterSpec(A100, 1, 1)
     timing = Timing(op_latency=1.5, refresh_delay=5.0)
     pods = [PodSpec("a", 10.0, 100.0, ("3g",))]
-    result = simulate(cluster, pods, DynamicPolicy(), timing)
+    result = simulate(cluster, pods, DynamicPolicy(spares=0), timing)
     # Idle window, one create, device-plugin refresh.
     assert result.bind_times["a"] == pytest.approx(10.0 + DYNAMIC_BATCHING.idle + 1.5 + 5.0)
     assert (result.creates, result.destroys, result.rounds) == (1, 0, 1)
+    # With a spare 3g beside it (the default), the GPU's one reconfiguration has two creates.
+    spared = simulate(cluster, pods, DynamicPolicy(spares=1), timing)
+    assert spared.bind_times["a"] == pytest.approx(10.0 + DYNAMIC_BATCHING.idle + 2 * 1.5 + 5.0)
+    assert (spared.creates, spared.destroys, spared.rounds) == (2, 0, 1)
 
 
 def test_dynamic_reuses_a_free_instance_without_waiting() -> None:

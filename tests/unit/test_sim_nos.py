@@ -1,5 +1,5 @@
 """The nos baselines: where the faithful ``nos-greedy`` departs from the tidy ordered variant,
-and nos's shipped tables (``reference/nos.md``, issue 12)."""
+and nos's shipped tables (issue 12)."""
 
 from __future__ import annotations
 
