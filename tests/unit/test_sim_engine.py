@@ -73,7 +73,7 @@ def test_dynamic_first_pod_waits_batch_ops_and_refresh() -> None:
 def test_dynamic_reuses_a_free_instance_without_waiting() -> None:
     cluster = ClusterSpec(A100, 1, 1)
     pods = [PodSpec("a", 0.0, 50.0, ("2g",)), PodSpec("b", 60.0, 50.0, ("2g",))]
-    result = simulate(cluster, pods, DynamicPolicy(), Timing())
+    result = simulate(cluster, pods, DynamicPolicy(spares=0), Timing())  # count a's create only
     assert result.bind_times["b"] == 60.0  # a's instance is still there: kube-scheduler binds b
     assert result.creates == 1
 
@@ -344,9 +344,12 @@ def test_dynamic_policy_plans_only_idle_gpus() -> None:
 def test_dynamic_can_start_like_nos_with_a_whole_gpu_instance() -> None:
     cluster = ClusterSpec(A100, 1, 1)
     pods = [PodSpec("whole", 1.0, 50.0, ("7g",)), PodSpec("small", 60.0, 50.0, ("3g",))]
-    empty = simulate(cluster, pods, make_policy("dynamic", A100), Timing())
+    empty = simulate(cluster, pods, make_policy("dynamic", A100, dynamic_spares=0), Timing())
     whole = simulate(
-        cluster, pods, make_policy("dynamic", A100, dynamic_start_whole=True), Timing()
+        cluster,
+        pods,
+        make_policy("dynamic", A100, dynamic_start_whole=True, dynamic_spares=0),
+        Timing(),
     )
     assert empty.bind_times["whole"] > 1.0
     assert whole.bind_times["whole"] == 1.0  # the 7g is already there
