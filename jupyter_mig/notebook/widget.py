@@ -84,6 +84,25 @@ def request_bundle(size: str | None, timeout: float) -> dict[str, Any]:
     }
 
 
+def kernel_request_bundle(size: str, kernel_id: str) -> dict[str, Any]:
+    """The output that asks the front end to restart only this kernel with a slice of ``size``.
+
+    A kernel in its own pod has no server token, so the front end (the user's session) makes the
+    request; the server and the other kernels carry on, this kernel's variables are lost.
+    """
+    manual = (
+        f"Restarting this kernel with a {size} GPU slice loses its variables (files are kept; the "
+        "server and other notebooks carry on). The jupyter-mig JupyterLab extension offers a "
+        f"button for it. Without it: switch this notebook to the GPU {size} kernel "
+        "(Kernel > Change Kernel)."
+    )
+    return {
+        REQUEST_MIME: {"size": size, "scope": "kernel", "kernel_id": kernel_id},
+        "text/plain": manual,
+        "text/html": f"<p>{html.escape(manual)}</p>",
+    }
+
+
 def restarting_bundle(record: dict[str, Any]) -> dict[str, Any]:
     """The output after the hub accepted a restart: where to follow it (this kernel ends)."""
     url = str(record.get("spawn_pending_url", ""))
