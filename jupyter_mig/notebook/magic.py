@@ -84,19 +84,20 @@ class GpuSliceMagics(Magics):
         if args.help:
             print(self.gpu_slice.parser.format_help())
             return None
-        # "10 gb" is read as "10gb": the request output carries one token (the front end's rule).
-        size = "".join(args.size).strip() or None
-        if args.release and size:
+        typed = " ".join(args.size).strip()
+        if args.release and typed:
             raise UsageError("give a size or --release, not both")
         if not 0 < args.timeout <= MAX_RESTART_TIMEOUT:
             raise UsageError(
                 f"--timeout must be a positive number of seconds, at most {MAX_RESTART_TIMEOUT:g}"
             )
-        if size:
+        if typed:
             try:
-                parse_size(size)
+                parse_size(typed)
             except SizeError as err:
                 raise UsageError(str(err)) from None
+        # "10 gb" is sent as "10gb": a request output carries one token (the front end's rule).
+        size = typed.replace(" ", "") or None
         kernel_id = os.environ.get(KERNEL_ID_ENV)
         if kernel_id:
             if not size:
