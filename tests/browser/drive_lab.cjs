@@ -196,6 +196,33 @@ async function kernelSlices(page, result) {
   await tab(config.notebook).click();
   await status.filter({ hasNotText: 'this notebook:' }).waitFor();
   result.statusOtherNotebook = (await status.textContent()).trim();
+
+  // A kernel-scoped request (what %gpu_slice 20gb shows in a kernel pod), made here by the plain
+  // kernel for itself: the button asks the real server, which refuses (no pod of its own).
+  await tab(config.kernelNotebook).click();
+  const output = page.locator('.jp-mig-SliceRequest').filter({ hasText: 'Restart this kernel' });
+  for (let attempt = 1; ; attempt++) {
+    await page.locator('.jp-Cell .cm-content').filter({ hasText: 'kernel_request_bundle' }).click();
+    await page.keyboard.press('Shift+Enter');
+    try {
+      await output.waitFor({ timeout: 20000 });
+      break;
+    } catch (err) {
+      if (attempt === 4) {
+        throw err;
+      }
+    }
+  }
+  result.kernelRequest = await readRequest(output);
+  result.kernelRequest.button = (await output.locator('.jp-mig-SliceRequest-confirm').textContent()).trim();
+  const posted = page.waitForRequest(r => KERNEL_SLICE.test(r.url()) && r.method() === 'POST');
+  await output.locator('.jp-mig-SliceRequest-confirm').click();
+  const post = await posted;
+  result.kernelPost = { kernel: post.url().match(KERNEL_SLICE)[1] === kernelId, body: post.postData() };
+  await output.and(page.locator('[data-phase="failed"]')).waitFor();
+  result.kernelRequestAfter = await readRequest(output);
+  result.kernelProgress = await page.locator('.jp-mig-Progress').last().getAttribute('data-phase');
+  result.screenshots.push(await shoot(page, 'kernel-restart-refused.png'));
 }
 
 async function main() {

@@ -446,7 +446,16 @@ def test_status_panel_dialog_and_restart_in_chromium(
         "nbformat_minor": 5,
     }
     (lab.root / "slice-request.ipynb").write_text(json.dumps(notebook))
-    (lab.root / "kernel.ipynb").write_text(json.dumps({**notebook, "cells": []}))
+    # What a kernel pod's %gpu_slice 20gb displays, made by a plain kernel for itself.
+    kernel_request = {
+        **notebook["cells"][0],
+        "id": "kernel-request",
+        "source": "from ipykernel.connect import get_connection_file\n"
+        "from jupyter_mig.notebook.widget import kernel_request_bundle\n"
+        "kernel_id = get_connection_file().rsplit('kernel-', 1)[1].removesuffix('.json')\n"
+        "display(kernel_request_bundle('20gb', kernel_id), raw=True)",
+    }
+    (lab.root / "kernel.ipynb").write_text(json.dumps({**notebook, "cells": [kernel_request]}))
     typed = "typed in the browser, unsaved until the restart"
     config = {
         "url": lab.url,
@@ -548,3 +557,13 @@ def test_status_panel_dialog_and_restart_in_chromium(
     assert seen["statusGpuKernel"] == "this notebook: 1g.20gb"
     assert seen["statusOtherNotebook"] == "GPU 1g.10gb"  # follows the current notebook
     assert "own pod with the MIG slice 1g.20gb" in seen["statusGpuKernelTitle"]
+
+    # The kernel-scoped request: said before the click, one POST for that kernel, and the real
+    # server's refusal (a kernel inside the server has no slice of its own) shown in the output.
+    before = seen["kernelRequest"]
+    assert before["phase"] == "ask" and before["button"] == "Restart this kernel", before
+    assert before["summary"] == "Restart this kernel with a 20gb GPU slice."
+    assert "its variables are lost" in before["message"]
+    assert seen["kernelPost"] == {"kernel": True, "body": '{"size":"20gb"}'}
+    assert "runs inside the server" in seen["kernelRequestAfter"]["message"]
+    assert seen["kernelProgress"] == "failed"
