@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -34,9 +34,10 @@ from jupyter_mig.notebook.widget import (
     describe_plan,
     display_data,
     kernel_request_bundle,
+    pod_kernel_answer,
     start_change,
 )
-from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT, SIZE_ENV, SLICE_ENV
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT
 
 
 @magics_class
@@ -141,19 +142,6 @@ class GpuSliceMagics(Magics):
             what = "--release" if size is None else size
             display(Confirmation(summary, notice, change, f"%gpu_slice {what} --yes"))
         return None
-
-
-def pod_kernel_answer(env: Mapping[str, str], release: bool) -> str:
-    """What ``%gpu_slice`` without a size says in a kernel that runs in its own pod (per-kernel
-    slices): its slice, and how to change it."""
-    current = f"{env.get(SIZE_ENV, '?')} ({env.get(SLICE_ENV, '?')})"
-    here = f"this kernel runs in its own pod with a GPU slice of {current}"
-    if release:
-        return (
-            f"{here}; for no GPU, switch this notebook to a kernel without one "
-            "(Kernel > Change Kernel)"
-        )
-    return f"{here}; %gpu_slice SIZE offers to restart this kernel with another size"
 
 
 class Confirmation(widgets.VBox):  # type: ignore[misc]

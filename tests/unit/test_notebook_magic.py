@@ -432,6 +432,13 @@ def test_a_kernel_in_its_own_pod_asks_the_front_end_to_restart_only_itself(
     assert f"switch this notebook to the GPU {size} kernel" in request["text/plain"]
 
 
+def test_the_widget_in_a_kernel_pod_says_its_slice_and_points_to_the_magic(
+    pod_kernel: InteractiveShell,
+) -> None:
+    with pytest.raises(ClientError, match=r"own pod .* %gpu_slice SIZE offers to restart"):
+        GpuSlicePicker()
+
+
 def test_a_kernel_in_its_own_pod_refuses_a_bad_size(pod_kernel: InteractiveShell) -> None:
     with pytest.raises(UsageError, match="cannot read 'ten'"), capture_output() as captured:
         pod_kernel.run_line_magic("gpu_slice", "ten")
