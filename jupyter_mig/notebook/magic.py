@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -33,9 +33,11 @@ from jupyter_mig.notebook.widget import (
     GpuSlicePicker,
     describe_plan,
     display_data,
+    kernel_request_bundle,
+    pod_kernel_answer,
     start_change,
 )
-from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT, SIZE_ENV, SLICE_ENV
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT
 
 
 @magics_class
@@ -83,20 +85,27 @@ class GpuSliceMagics(Magics):
         if args.help:
             print(self.gpu_slice.parser.format_help())
             return None
-        size = " ".join(args.size).strip() or None
-        if args.release and size:
+        typed = " ".join(args.size).strip()
+        if args.release and typed:
             raise UsageError("give a size or --release, not both")
         if not 0 < args.timeout <= MAX_RESTART_TIMEOUT:
             raise UsageError(
                 f"--timeout must be a positive number of seconds, at most {MAX_RESTART_TIMEOUT:g}"
             )
-        if size:
+        if typed:
             try:
-                parse_size(size)
+                parse_size(typed)
             except SizeError as err:
                 raise UsageError(str(err)) from None
-        if os.environ.get(KERNEL_ID_ENV):
-            raise UsageError(pod_kernel_answer(os.environ, size, args.release))
+        # "10 gb" is sent as "10gb": a request output carries one token (the front end's rule).
+        size = typed.replace(" ", "") or None
+        kernel_id = os.environ.get(KERNEL_ID_ENV)
+        if kernel_id:
+            if not size:
+                raise UsageError(pod_kernel_answer(os.environ, args.release))
+            # The front end's button is the confirmation: it says the kernel's state is lost.
+            display(kernel_request_bundle(size, kernel_id), raw=True)
+            return None
         client = self._client()
         if not size and not args.release:
             try:
@@ -133,24 +142,6 @@ class GpuSliceMagics(Magics):
             what = "--release" if size is None else size
             display(Confirmation(summary, notice, change, f"%gpu_slice {what} --yes"))
         return None
-
-
-def pod_kernel_answer(env: Mapping[str, str], size: str | None, release: bool) -> str:
-    """What ``%gpu_slice`` says in a kernel that runs in its own pod (per-kernel slices): its
-    slice, and how to change it.  Such a kernel has no server token to ask the server with."""
-    current = f"{env.get(SIZE_ENV, '?')} ({env.get(SLICE_ENV, '?')})"
-    here = f"this kernel runs in its own pod with a GPU slice of {current}"
-    change = "Kernel > Change Kernel"
-    if release:
-        return f"{here}; for no GPU, switch this notebook to a kernel without one ({change})"
-    if not size:
-        return f"{here}; %gpu_slice SIZE says how to change it"
-    return (
-        f"{here} and cannot restart itself; for {size}, switch this notebook to the GPU {size} "
-        f"kernel ({change}), or have the server restart this kernel with POST "
-        f'jupyter-mig/api/kernels/{env.get(KERNEL_ID_ENV, "")}/slice {{"size": "{size}"}}; '
-        "either way the kernel's variables are lost, files are kept"
-    )
 
 
 class Confirmation(widgets.VBox):  # type: ignore[misc]

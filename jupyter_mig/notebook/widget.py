@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as widgets
 
+from jupyter_mig.kernels.contract import KERNEL_ID_ENV
 from jupyter_mig.notebook.client import ClientError, ServerClient
-from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT
+from jupyter_mig.slices.contract import MAX_RESTART_TIMEOUT, RESTART_TIMEOUT, SIZE_ENV, SLICE_ENV
 
 STAGES = ("queued", "repartitioning", "scheduled", "starting", "ready")
 REQUEST_MIME = "application/vnd.jupyter-mig.slice-request+json"
@@ -84,6 +87,38 @@ def request_bundle(size: str | None, timeout: float) -> dict[str, Any]:
     }
 
 
+def kernel_request_bundle(size: str, kernel_id: str) -> dict[str, Any]:
+    """The output that asks the front end to restart only this kernel with a slice of ``size``.
+
+    A kernel in its own pod has no server token, so the front end (the user's session) makes the
+    request; the server and the other kernels carry on, this kernel's variables are lost.
+    """
+    manual = (
+        f"Restarting this kernel with a {size} GPU slice loses its variables (files are kept; the "
+        "server and other notebooks carry on). The jupyter-mig JupyterLab extension offers a "
+        f"button for it. Without it: switch this notebook to the GPU {size} kernel "
+        "(Kernel > Change Kernel)."
+    )
+    return {
+        REQUEST_MIME: {"size": size, "scope": "kernel", "kernel_id": kernel_id},
+        "text/plain": manual,
+        "text/html": f"<p>{html.escape(manual)}</p>",
+    }
+
+
+def pod_kernel_answer(env: Mapping[str, str], release: bool) -> str:
+    """What ``%gpu_slice`` without a size says in a kernel that runs in its own pod (per-kernel
+    slices): its slice, and how to change it."""
+    current = f"{env.get(SIZE_ENV, '?')} ({env.get(SLICE_ENV, '?')})"
+    here = f"this kernel runs in its own pod with a GPU slice of {current}"
+    if release:
+        return (
+            f"{here}; for no GPU, switch this notebook to a kernel without one "
+            "(Kernel > Change Kernel)"
+        )
+    return f"{here}; %gpu_slice SIZE offers to restart this kernel with another size"
+
+
 def restarting_bundle(record: dict[str, Any]) -> dict[str, Any]:
     """The output after the hub accepted a restart: where to follow it (this kernel ends)."""
     url = str(record.get("spawn_pending_url", ""))
@@ -131,6 +166,9 @@ class GpuSlicePicker(widgets.VBox):  # type: ignore[misc]
             raise ValueError(f"timeout must be above 0 and at most {MAX_RESTART_TIMEOUT:g} seconds")
         if refresh_seconds < 0:
             raise ValueError("refresh_seconds must be 0 (no automatic refresh) or more")
+        if client is None and os.environ.get(KERNEL_ID_ENV):
+            # A kernel in its own pod has no server token to read the sizes with.
+            raise ClientError(pod_kernel_answer(os.environ, release=False))
         self.client = client or ServerClient.discover()
         self.timeout = timeout
         self.current = widgets.HTML()

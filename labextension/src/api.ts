@@ -7,6 +7,8 @@ import {
   ICapacity,
   IGpuInstance,
   IGpuLayout,
+  IKernelSlice,
+  KernelChangeState,
   IModelCount,
   IProgress,
   ISizeRow,
@@ -67,6 +69,16 @@ export class MigClient {
     return parseProgress(await this.call(`slice?${query}`, { method: 'DELETE' }));
   }
 
+  /** One kernel's own slice and the state of its last change. */
+  async kernelSlice(kernelId: string): Promise<IKernelSlice> {
+    return parseKernelSlice(await this.call(kernelPath(kernelId), { method: 'GET' }));
+  }
+
+  /** Restarts only that kernel with a slice of `size` (202: the restart is under way). */
+  async restartKernel(kernelId: string, size: string): Promise<void> {
+    await this.call(kernelPath(kernelId), { method: 'POST', body: JSON.stringify({ size }) });
+  }
+
   private async call(path: string, init: RequestInit): Promise<unknown> {
     let response: Response;
     try {
@@ -85,6 +97,10 @@ export class MigClient {
     }
     return body;
   }
+}
+
+function kernelPath(kernelId: string): string {
+  return `kernels/${encodeURIComponent(kernelId)}/slice`;
 }
 
 function parseJson(text: string): unknown {
@@ -155,6 +171,7 @@ function optionalString(value: unknown): string | null {
 
 const INSTANCE_STATES: readonly InstanceState[] = ['in_use', 'free', 'creating'];
 const SIZE_STATUSES: readonly SizeStatus[] = ['free', 'repartition', 'busy', 'unavailable'];
+const CHANGE_STATES: readonly KernelChangeState[] = ['running', 'ready', 'failed'];
 const OUTCOMES: readonly RestartOutcome[] = ['idle', 'running', 'ready', 'failed', 'rolled-back'];
 
 function oneOf<T extends string>(value: unknown, allowed: readonly T[], where: string): T {
@@ -244,5 +261,24 @@ export function parseProgress(data: unknown): IProgress {
     stage: stage as Stage | null,
     message: typeof doc.message === 'string' ? doc.message : '',
     spawnPendingUrl: optionalString(doc.spawn_pending_url)
+  };
+}
+
+export function parseKernelSlice(data: unknown): IKernelSlice {
+  const doc = object(data, 'kernel slice');
+  const change = doc.change === undefined || doc.change === null ? null : object(doc.change, 'change');
+  return {
+    kernelId: str(doc.kernel_id, 'kernel_id'),
+    size: optionalString(doc.gpu_slice),
+    profile: optionalString(doc.profile),
+    phase: optionalString(doc.phase),
+    change:
+      change === null
+        ? null
+        : {
+            state: oneOf(change.state, CHANGE_STATES, 'change.state'),
+            size: typeof change.size === 'string' ? change.size : '',
+            message: typeof change.message === 'string' ? change.message : ''
+          }
   };
 }

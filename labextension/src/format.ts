@@ -2,7 +2,7 @@
  * Text the extension shows: the status-bar label and the availability of each
  * slice size. Pure functions, so the wording is tested without a browser.
  */
-import { ISizeRow, ISlice } from './types';
+import { IKernelSlice, ISizeRow, ISlice } from './types';
 
 /** MiB as GiB with one decimal ("3.1"). */
 export function gib(mib: number): string {
@@ -32,6 +32,19 @@ export function statusTitle(slice: ISlice | null): string {
       : '';
   const asked = slice.size && slice.size !== slice.profile ? `, asked for as ${slice.size}` : '';
   return `This server has the MIG slice ${slice.profile}${asked}${memory}.${action}`;
+}
+
+/** The label when the notebook's kernel has its own slice: "this notebook: 1g.20gb". */
+export function kernelStatusText(kernel: IKernelSlice): string {
+  const what = kernel.profile ?? `${kernel.size} (pending)`;
+  return kernel.change?.state === 'running' ? `this notebook: ${what} → ${kernel.change.size}…` : `this notebook: ${what}`;
+}
+
+/** Its tooltip: where the slice is, and how to change it. */
+export function kernelStatusTitle(kernel: IKernelSlice): string {
+  const asked = kernel.profile && kernel.size !== kernel.profile ? `, asked for as ${kernel.size}` : '';
+  const slice = kernel.profile ? `the MIG slice ${kernel.profile}${asked}` : `a ${kernel.size} slice (its pod is not placed yet)`;
+  return `This notebook's kernel runs in its own pod with ${slice}. %gpu_slice SIZE in the notebook restarts only this kernel with another size.`;
 }
 
 /** The availability of a size in words, as the dialog and the panel show it. */

@@ -2,30 +2,35 @@
  * jupyter-mig's JupyterLab plugins: the status-bar slice, the "Request GPU
  * slice…" command and dialog, the cluster side panel, and the save → restart →
  * reload sequence; and the renderer of the slice requests that the `%gpu_slice`
- * magic and the GpuSlicePicker widget display, which runs that same sequence.
+ * magic and the GpuSlicePicker widget display, which runs that same sequence
+ * (or, for a kernel in its own pod, restarts only that kernel).
  */
 import {
   ILabShell,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, ISessionContext, showDialog } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { Widget } from '@lumino/widgets';
 
 import { MigClient } from './api';
+import { restartKernelWithSlice } from './kernelrestart';
 import { SliceChoice, SliceRequestBody } from './dialog';
 import { ClusterPanel } from './panel';
 import { RestartProgress } from './progressview';
-import { IRestartState } from './progress';
+import { IRestartState, KERNEL_STEPS } from './progress';
 import { restartWithSlice } from './restart';
 import {
   IKeyValueStore,
   RequestLedger,
   RESTART_TIMEOUT_S,
+  ISliceRequest,
+  IRunOutcome,
   RunRequest
 } from './slicerequest';
 import { sliceRequestRendererFactory } from './slicerequestview';
@@ -166,6 +171,49 @@ async function runRestart(
   }
 }
 
+/** Kernels being restarted with another slice from this page, by kernel id. */
+const kernelsRestarting = new Set<string>();
+
+/**
+ * Restarts only the request's kernel with its size (POST kernels/<id>/slice),
+ * showing the kernel's steps in the same progress dialog as a server restart.
+ */
+async function runKernelRestart(client: MigClient, request: ISliceRequest & { kernelId: string; size: string }): Promise<IRunOutcome> {
+  const { kernelId, size } = request;
+  if (kernelsRestarting.has(kernelId)) {
+    return { started: false, failed: false, message: 'This kernel is already restarting: wait for it to finish.' };
+  }
+  kernelsRestarting.add(kernelId);
+  try {
+    const view = new RestartProgress(`Restarting this notebook's kernel with a ${size} slice.`, KERNEL_STEPS);
+    void showDialog({
+      title: "Changing this kernel's GPU slice",
+      body: view,
+      buttons: [Dialog.okButton({ label: 'Hide' })],
+      hasClose: true
+    });
+    const state = await restartKernelWithSlice(kernelId, size, {
+      client,
+      onState: next => view.render(next),
+      sleep: ms => new Promise(resolve => window.setTimeout(resolve, ms)),
+      now: () => Date.now(),
+      pollIntervalMs: POLL_MS,
+      timeoutMs: RESTART_TIMEOUT_MS
+    });
+    return { started: true, failed: state.failed, message: state.message };
+  } finally {
+    kernelsRestarting.delete(kernelId);
+  }
+}
+
+/** The session of a notebook (or console) widget; null for other widgets. */
+function sessionContextOf(widget: Widget | null): ISessionContext | null {
+  const candidate = (widget as { sessionContext?: unknown } | null)?.sessionContext;
+  return typeof candidate === 'object' && candidate !== null && 'kernelChanged' in candidate
+    ? (candidate as ISessionContext)
+    : null;
+}
+
 /** The browser's localStorage, where the page may use it. */
 function localStore(): IKeyValueStore | null {
   try {
@@ -198,8 +246,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette?.addItem({ command: CommandIDs.request, category: 'GPU' });
 
     if (statusBar) {
-      status = new SliceStatus(client, () => void app.commands.execute(CommandIDs.request));
-      statusBar.registerStatusItem('jupyter-mig:slice', { item: status, align: 'left', rank: 50 });
+      const activeKernel = (): string | null =>
+        sessionContextOf(labShell?.currentWidget ?? null)?.session?.kernel?.id ?? null;
+      const item = new SliceStatus(client, () => void app.commands.execute(CommandIDs.request), activeKernel);
+      statusBar.registerStatusItem('jupyter-mig:slice', { item, align: 'left', rank: 50 });
+      // Follow the current notebook, and its kernel when it is changed or restarted.
+      const followed = new WeakSet<ISessionContext>();
+      labShell?.currentChanged.connect((_, change) => {
+        const context = sessionContextOf(change.newValue);
+        if (context && !followed.has(context)) {
+          followed.add(context);
+          context.kernelChanged.connect(() => void item.refresh());
+        }
+        void item.refresh();
+      });
+      status = item;
     }
 
     if (labShell) {
@@ -230,6 +291,9 @@ const sliceRequestRenderer: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, rendermime: IRenderMimeRegistry, docManager: IDocumentManager | null) => {
     const client = clientFor(app);
     const run: RunRequest = async request => {
+      if (request.kernelId !== null && request.size !== null) {
+        return runKernelRestart(client, { ...request, kernelId: request.kernelId, size: request.size });
+      }
       const state = await runRestart(app, client, docManager, request.size, request.timeout ?? undefined);
       if (state === null) {
         return { started: false, failed: false, message: ALREADY_RESTARTING };

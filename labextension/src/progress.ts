@@ -130,16 +130,39 @@ const STEP_LABELS: Record<Phase, string> = {
 
 export type StepStatus = 'done' | 'current' | 'todo' | 'failed';
 
+/** The steps a restart goes through, in order, and what each is called. */
+export interface IStepPlan {
+  phases: readonly Phase[];
+  labels: Record<Phase, string>;
+}
+
+/** A restart of the whole server. */
+export const SERVER_STEPS: IStepPlan = { phases: PHASES, labels: STEP_LABELS };
+
+/**
+ * A restart of one kernel in its own pod: nothing to save, no new server;
+ * repartitioning is not reported per kernel, so it is no step of its own.
+ */
+export const KERNEL_STEPS: IStepPlan = {
+  phases: ['requesting', 'queued', 'starting', 'ready'],
+  labels: {
+    ...STEP_LABELS,
+    requesting: 'Ask the server for the slice',
+    queued: 'Wait for a GPU slice for the kernel pod',
+    starting: 'Start the kernel in its pod'
+  }
+};
+
 /** The checklist the progress view draws: every step with how far the restart got. */
-export function steps(state: IRestartState): { label: string; status: StepStatus }[] {
-  const reached = PHASES.indexOf(state.phase);
-  return PHASES.map((phase, i) => {
+export function steps(state: IRestartState, plan: IStepPlan = SERVER_STEPS): { label: string; status: StepStatus }[] {
+  const reached = plan.phases.indexOf(state.phase);
+  return plan.phases.map((phase, i) => {
     let status: StepStatus = 'todo';
     if (i < reached || (i === reached && phase === 'ready' && !state.failed)) {
       status = 'done';
     } else if (i === reached) {
       status = state.failed ? 'failed' : 'current';
     }
-    return { label: STEP_LABELS[phase], status };
+    return { label: plan.labels[phase], status };
   });
 }

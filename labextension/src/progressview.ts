@@ -1,8 +1,8 @@
-/** The restart's checklist, redrawn on every state change. */
+/** The restart's checklist (of the server, or of one kernel), redrawn on every state change. */
 import { Widget } from '@lumino/widgets';
 
 import { h } from './dom';
-import { IRestartState, steps } from './progress';
+import { IRestartState, IStepPlan, SERVER_STEPS, steps } from './progress';
 
 const MARKS = { done: '✓', current: '…', todo: '', failed: '✗' } as const;
 
@@ -10,7 +10,10 @@ export class RestartProgress extends Widget {
   private readonly list = h('ol', { class: 'jp-mig-Steps' });
   private readonly message = h('p', { class: 'jp-mig-Message', role: 'status' });
 
-  constructor(what: string) {
+  constructor(
+    what: string,
+    private readonly plan: IStepPlan = SERVER_STEPS
+  ) {
     super();
     this.addClass('jp-mig-Progress');
     this.node.append(h('p', { class: 'jp-mig-What' }, what), this.list, this.message);
@@ -18,7 +21,7 @@ export class RestartProgress extends Widget {
 
   render(state: IRestartState): void {
     this.list.replaceChildren(
-      ...steps(state).map(step =>
+      ...steps(state, this.plan).map(step =>
         h(
           'li',
           { class: `jp-mig-Step jp-mig-mod-${step.status}`, 'data-status': step.status },

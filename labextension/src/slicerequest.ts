@@ -3,7 +3,10 @@
  * the GpuSlicePicker widget display an output of type
  * `application/vnd.jupyter-mig.slice-request+json`, `{"size": "10gb" | null,
  * "timeout": 600}`, because only the front end can save open documents before
- * the server restarts.
+ * the server restarts. A kernel that runs in its own pod (per-kernel slices)
+ * asks for a restart of only itself: `{"size": "20gb", "scope": "kernel",
+ * "kernel_id": "<uuid>"}`; it has no server token, so the front end makes the
+ * request (`POST kernels/<id>/slice`).
  *
  * Outputs are rendered again whenever a notebook is opened, so rendering must
  * never restart anything by itself: the renderer asks, and only the user's
@@ -27,6 +30,8 @@ export const MAX_TIMEOUT_S = 3600;
 
 const MAX_SIZE_LENGTH = 64;
 const MAX_ID_LENGTH = 200;
+/** A Jupyter kernel id, as the server extension's `kernels/<id>/slice` route accepts it. */
+const KERNEL_ID = /^[0-9a-f-]{36}$/;
 
 export interface ISliceRequest {
   /** The size to restart with (`10gb`, `2g`, `1g.10gb`); null: back to no GPU. */
@@ -35,6 +40,8 @@ export interface ISliceRequest {
   timeout: number | null;
   /** Names this request across renderings, when the kernel gave it one. */
   id: string | null;
+  /** The kernel to restart with the slice (`scope: "kernel"`); null: the whole server. */
+  kernelId: string | null;
 }
 
 export type ParsedRequest = { ok: true; request: ISliceRequest } | { ok: false; error: string };
@@ -77,11 +84,27 @@ export function parseSliceRequest(data: unknown): ParsedRequest {
     }
     id = data.id;
   }
-  return { ok: true, request: { size, timeout, id } };
+  let kernelId: string | null = null;
+  if (data.scope !== undefined && data.scope !== 'server') {
+    if (data.scope !== 'kernel') {
+      return bad('"scope" must be "server" or "kernel"');
+    }
+    if (typeof data.kernel_id !== 'string' || !KERNEL_ID.test(data.kernel_id)) {
+      return bad('a kernel-scoped request needs the "kernel_id" of a Jupyter kernel');
+    }
+    if (size === null) {
+      return bad('a kernel keeps a GPU slice: for no GPU, switch the notebook to a kernel without one');
+    }
+    kernelId = data.kernel_id;
+  }
+  return { ok: true, request: { size, timeout, id, kernelId } };
 }
 
 /** What the request would do, in one sentence. */
 export function describeRequest(request: ISliceRequest): string {
+  if (request.kernelId !== null) {
+    return `Restart this kernel with a ${request.size} GPU slice.`;
+  }
   const what =
     request.size === null
       ? 'Restart this server without a GPU (the slice is given back).'
@@ -180,7 +203,14 @@ export interface ISessionView {
   message: string;
   /** Whether the confirm button is offered and enabled. */
   canConfirm: boolean;
+  /** The confirm button's label. */
+  confirmLabel: string;
 }
+
+/** Before the click: what the restart costs, so the user knows before confirming. */
+export const SERVER_NOTICE = 'Every open document is saved first; running kernels stop and lose their variables.';
+export const KERNEL_NOTICE =
+  "Only this kernel restarts: its variables are lost. Files, other notebooks and the server carry on.";
 
 /**
  * One rendered output's request: waits for the user's confirmation and runs
@@ -211,7 +241,7 @@ export class SliceRequestSession {
       this.message = 'This request was already carried out.';
     } else {
       this.phase = 'ask';
-      this.message = 'Every open document is saved first; running kernels stop and lose their variables.';
+      this.message = parsed.request.kernelId === null ? SERVER_NOTICE : KERNEL_NOTICE;
     }
   }
 
@@ -220,7 +250,8 @@ export class SliceRequestSession {
       phase: this.phase,
       summary: this.summary,
       message: this.message,
-      canConfirm: this.phase === 'ask'
+      canConfirm: this.phase === 'ask',
+      confirmLabel: this.request?.kernelId ? 'Restart this kernel' : 'Save all and restart'
     };
   }
 
@@ -242,7 +273,10 @@ export class SliceRequestSession {
     // Remembered before it starts: a successful restart reloads the page before it resolves.
     this.ledger.markHandled(this.request);
     this.phase = 'running';
-    this.message = 'Saving and restarting: the progress is shown in a dialog.';
+    this.message =
+      this.request.kernelId === null
+        ? 'Saving and restarting: the progress is shown in a dialog.'
+        : 'Restarting this kernel: the progress is shown in a dialog.';
     onChange(this.view());
     let outcome: IRunOutcome;
     try {
@@ -260,7 +294,7 @@ export class SliceRequestSession {
     }
     this.phase = outcome.failed ? 'failed' : 'done';
     this.message = outcome.failed
-      ? `${outcome.message} Run the cell again, or use "Request GPU slice…", to try again.`
+      ? `${outcome.message} ${this.request.kernelId === null ? 'Run the cell again, or use "Request GPU slice…", to try again.' : 'Run the cell again to try again.'}`
       : outcome.message;
     onChange(this.view());
     return true;

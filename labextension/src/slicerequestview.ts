@@ -59,6 +59,7 @@ export class SliceRequestRenderer extends Widget implements IRenderMime.IRendere
     this.message.classList.toggle('jp-mig-Error', view.phase === 'failed');
     this.button.hidden = view.phase === 'invalid' || view.phase === 'handled';
     this.button.disabled = !view.canConfirm;
+    this.button.textContent = view.confirmLabel;
   }
 }
 

@@ -1,8 +1,12 @@
-/** The status-bar item: this server's slice and its memory, refreshed while the page is open. */
+/**
+ * The status-bar item, refreshed while the page is open: the slice of the
+ * current notebook's kernel when that kernel runs in its own pod ("this
+ * notebook: 1g.20gb"), else this server's slice and its memory.
+ */
 import { Widget } from '@lumino/widgets';
 
 import { MigClient } from './api';
-import { statusText, statusTitle } from './format';
+import { kernelStatusText, kernelStatusTitle, statusText, statusTitle } from './format';
 import { ISlice } from './types';
 
 const REFRESH_MS = 15000;
@@ -13,7 +17,9 @@ export class SliceStatus extends Widget {
 
   constructor(
     private readonly client: MigClient,
-    onClick: () => void
+    onClick: () => void,
+    /** The id of the current notebook's kernel, if any. */
+    private readonly activeKernel: () => string | null = () => null
   ) {
     super();
     this.addClass('jp-mig-StatusItem');
@@ -31,6 +37,16 @@ export class SliceStatus extends Widget {
   }
 
   async refresh(): Promise<void> {
+    const kernelId = this.activeKernel();
+    // A kernel inside the server (no slice of its own), or one that is gone: the server's slice.
+    const kernel = kernelId === null ? null : await this.client.kernelSlice(kernelId).catch(() => null);
+    if (kernel !== null && kernel.size !== null) {
+      this.node.textContent = kernelStatusText(kernel);
+      this.node.title = kernelStatusTitle(kernel);
+      this.node.classList.add('jp-mig-mod-gpu');
+      this.node.classList.remove('jp-mig-mod-error');
+      return;
+    }
     try {
       this.slice = await this.client.slice();
       this.node.textContent = statusText(this.slice);

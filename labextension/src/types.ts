@@ -93,3 +93,19 @@ export interface IProgress {
   /** The hub's page that shows the restart while this server is gone. */
   spawnPendingUrl: string | null;
 }
+
+/** How the last change of a kernel's slice went (`kernels/<id>/slice`). */
+export type KernelChangeState = 'running' | 'ready' | 'failed';
+
+/** `GET kernels/<id>/slice`: one kernel's own slice (per-kernel slices). */
+export interface IKernelSlice {
+  kernelId: string;
+  /** The size the kernel runs with; null: it runs inside the server, without a slice of its own. */
+  size: string | null;
+  /** The MIG profile of its pod, once the pod is placed. */
+  profile: string | null;
+  /** Its pod's phase (Pending, Running, ...); null before there is a pod. */
+  phase: string | null;
+  /** The last change of its slice; null when none was asked for. */
+  change: { state: KernelChangeState; size: string; message: string } | null;
+}

@@ -4,12 +4,15 @@
  * slice panel, requests a slice and follows the restart until the page reloads.
  * Then runs the `%gpu_slice` magic in a notebook, opens the notebook again (its
  * request output renders again and must not restart anything) and confirms the
- * request in the output, which restarts the same way.
+ * request in the output, which restarts the same way. Last, in a notebook of
+ * its own: the kernel picker's choices, and the status bar for a kernel inside
+ * the server and for a GPU-slice kernel (whose `GET kernels/<id>/slice` is a
+ * stand-in answer: no kernel pod can run here).
  * Screenshots go to the artifacts folder. Prints one JSON line with what it saw;
  * test_labextension_browser.py asserts on it.
  *
  * Input: the JSON in $JUPYTER_MIG_E2E: {url, token, file, text, size, notebook,
- * chromium, playwright, artifacts, profileDir}.
+ * kernelNotebook, kernelSlice, chromium, playwright, artifacts, profileDir}.
  */
 'use strict';
 
@@ -136,6 +139,92 @@ async function requestFromNotebook(page, result) {
   result.notebookReloaded = true;
 }
 
+// JupyterLab adds a cache-busting query to GET requests.
+const KERNEL_SLICE = /\/jupyter-mig\/api\/kernels\/([0-9a-f-]{36})\/slice(\?|$)/;
+
+/** The id of the kernel the server runs for a notebook, once its session exists. */
+async function kernelOf(page, notebook) {
+  for (let tries = 0; tries < STEP_MS / 500; tries++) {
+    const answer = await page.request.get(`${config.url}api/sessions`, {
+      headers: { Authorization: `token ${config.token}` }
+    });
+    const session = (await answer.json()).find(s => s.path === notebook && s.kernel);
+    if (session) {
+      return session.kernel.id;
+    }
+    await page.waitForTimeout(500);
+  }
+  throw new Error(`no kernel for ${notebook} within ${STEP_MS} ms`);
+}
+
+/** The kernel picker, and the status bar for a plain and for a GPU-slice kernel. */
+async function kernelSlices(page, result) {
+  const read = page.waitForRequest(r => KERNEL_SLICE.test(r.url()) && r.method() === 'GET');
+  await page.goto(`${config.url}lab/tree/${config.kernelNotebook}?token=${config.token}`);
+  await read; // the status bar asked the server about a notebook's kernel
+  const status = page.locator('.jp-mig-StatusItem');
+  await status.filter({ hasNotText: 'GPU …' }).waitFor();
+  result.statusPlainKernel = (await status.textContent()).trim();
+
+  await page.locator('.jp-NotebookPanel-toolbar .jp-KernelName').click();
+  await page.locator('.jp-Dialog select').waitFor();
+  result.kernelChoices = await page.$$eval('.jp-Dialog select option', options =>
+    options.map(option => option.textContent.trim())
+  );
+  result.screenshots.push(await shoot(page, 'kernel-picker.png'));
+  await page.locator('.jp-Dialog .jp-mod-reject').click();
+
+  const kernelId = await kernelOf(page, config.kernelNotebook);
+  // Only this kernel is a GPU-slice kernel; every other kernel gets the real server's answer.
+  await page.route(KERNEL_SLICE, route =>
+    route.request().method() === 'GET' && route.request().url().match(KERNEL_SLICE)[1] === kernelId
+      ? route.fulfill({
+          status: 200,
+          contentType: 'application/json',
+          body: JSON.stringify({ ...config.kernelSlice, kernel_id: kernelId })
+        })
+      : route.continue()
+  );
+  const tab = name => page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab').filter({ hasText: name });
+  await tab(config.notebook).click();
+  await tab(config.kernelNotebook).click(); // the current notebook changes: the status bar asks again
+  await status.filter({ hasText: 'this notebook:' }).waitFor();
+  result.statusGpuKernel = (await status.textContent()).trim();
+  result.statusGpuKernelTitle = await status.getAttribute('title');
+  result.screenshots.push(await shoot(page, 'kernel-slice-status.png'));
+  // Another notebook, on a kernel inside the server: the server's slice again.
+  await tab(config.notebook).click();
+  await status.filter({ hasNotText: 'this notebook:' }).waitFor();
+  result.statusOtherNotebook = (await status.textContent()).trim();
+
+  // A kernel-scoped request (what %gpu_slice 20gb shows in a kernel pod), made here by the plain
+  // kernel for itself: the button asks the real server, which refuses (no pod of its own).
+  await tab(config.kernelNotebook).click();
+  const output = page.locator('.jp-mig-SliceRequest').filter({ hasText: 'Restart this kernel' });
+  for (let attempt = 1; ; attempt++) {
+    await page.locator('.jp-Cell .cm-content').filter({ hasText: 'kernel_request_bundle' }).click();
+    await page.keyboard.press('Shift+Enter');
+    try {
+      await output.waitFor({ timeout: 20000 });
+      break;
+    } catch (err) {
+      if (attempt === 4) {
+        throw err;
+      }
+    }
+  }
+  result.kernelRequest = await readRequest(output);
+  result.kernelRequest.button = (await output.locator('.jp-mig-SliceRequest-confirm').textContent()).trim();
+  const posted = page.waitForRequest(r => KERNEL_SLICE.test(r.url()) && r.method() === 'POST');
+  await output.locator('.jp-mig-SliceRequest-confirm').click();
+  const post = await posted;
+  result.kernelPost = { kernel: post.url().match(KERNEL_SLICE)[1] === kernelId, body: post.postData() };
+  await output.and(page.locator('[data-phase="failed"]')).waitFor();
+  result.kernelRequestAfter = await readRequest(output);
+  result.kernelProgress = await page.locator('.jp-mig-Progress').last().getAttribute('data-phase');
+  result.screenshots.push(await shoot(page, 'kernel-restart-refused.png'));
+}
+
 async function main() {
   const result = { phases: [], screenshots: [], console: [] };
   const context = await chromium.launchPersistentContext(config.profileDir, {
@@ -209,6 +298,7 @@ async function main() {
     result.screenshots.push(await shoot(page, 'after-restart.png'));
 
     await requestFromNotebook(page, result);
+    await kernelSlices(page, result);
   } catch (error) {
     await shoot(page, 'failure.png').catch(() => undefined);
     error.message += `\nseen so far: ${JSON.stringify(result)}`;

@@ -10,7 +10,11 @@ calls) is a small HTTP server here that moves a restart through its stages one p
 then reports it ready.  The server therefore never really goes away; the browser still follows
 the same path (save, request, progress, reload), once from the request dialog and once from the
 ``%gpu_slice`` magic's output in a notebook run by a real kernel.  The restart against a real hub
-is covered by the hub integration tests.
+is covered by the hub integration tests.  The server has the GPU kernel specs of
+``jupyter-mig kernelspecs``, but a GPU kernel runs in a pod that only a cluster can start, so the
+status bar's per-kernel slice is checked against a stand-in answer to ``GET kernels/<id>/slice``
+(given in the browser, for a plain kernel's id); the real server's answer for that plain kernel
+is checked first.
 
 Screenshots are kept in tests/artifacts/browser/.
 """
@@ -55,6 +59,9 @@ SERVICE_PREFIX = "/services/jupyter-mig/"
 STAGES = ("queued", "repartitioning", "scheduled", "starting", "ready")
 WAIT_S = 90.0
 DRIVER_TIMEOUT_S = 300
+GPU_KERNEL_SIZES = "10gb,20gb"
+#: The stand-in ``GET kernels/<id>/slice`` of a GPU-slice kernel (handlers.KernelSliceHandler).
+GPU_KERNEL_SLICE = {"gpu_slice": "20gb", "profile": "1g.20gb", "phase": "Running", "change": None}
 
 
 def _missing() -> str | None:
@@ -294,6 +301,11 @@ def lab(
     root.joinpath("notes.txt").write_text("notes written before the browser opened\n")
     port = free_port()
     home = tmp_path / "home"
+    # The kernel specs an admin installs in the server image, one per allowed size.
+    command = [str(Path(sys.executable).with_name("jupyter-mig")), "kernelspecs"]
+    subprocess.run(
+        [*command, "--sizes", GPU_KERNEL_SIZES, "--prefix", str(tmp_path / "kernels")], check=True
+    )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "NVIDIA"))},
         "HOME": str(home),
@@ -311,6 +323,7 @@ def lab(
         "JUPYTERHUB_USER": "ada",
         "JUPYTERHUB_SERVER_NAME": "",
         "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTER_PATH": str(tmp_path / "kernels" / "share" / "jupyter"),
     }
     (home / "config").mkdir(parents=True)
     server_config = {
@@ -433,6 +446,16 @@ def test_status_panel_dialog_and_restart_in_chromium(
         "nbformat_minor": 5,
     }
     (lab.root / "slice-request.ipynb").write_text(json.dumps(notebook))
+    # What a kernel pod's %gpu_slice 20gb displays, made by a plain kernel for itself.
+    kernel_request = {
+        **notebook["cells"][0],
+        "id": "kernel-request",
+        "source": "from ipykernel.connect import get_connection_file\n"
+        "from jupyter_mig.notebook.widget import kernel_request_bundle\n"
+        "kernel_id = get_connection_file().rsplit('kernel-', 1)[1].removesuffix('.json')\n"
+        "display(kernel_request_bundle('20gb', kernel_id), raw=True)",
+    }
+    (lab.root / "kernel.ipynb").write_text(json.dumps({**notebook, "cells": [kernel_request]}))
     typed = "typed in the browser, unsaved until the restart"
     config = {
         "url": lab.url,
@@ -441,6 +464,8 @@ def test_status_panel_dialog_and_restart_in_chromium(
         "text": typed,
         "size": size,
         "notebook": "slice-request.ipynb",
+        "kernelNotebook": "kernel.ipynb",
+        "kernelSlice": GPU_KERNEL_SLICE,
         "chromium": CHROMIUM,
         "playwright": str(PLAYWRIGHT),
         "artifacts": str(ARTIFACTS),
@@ -524,3 +549,21 @@ def test_status_panel_dialog_and_restart_in_chromium(
     assert request["body"]["gpu_slice"] == notebook_size
     assert request["body"]["timeout"] == 300
     assert seen["notebookReloaded"] is True
+
+    # Per-kernel slices: the picker offers the GPU kernels; the status bar shows the server's
+    # slice for a kernel inside the server (the real server's answer) and a GPU kernel's own.
+    assert {"Python 3 · GPU 10gb", "Python 3 · GPU 20gb"} <= set(seen["kernelChoices"]), seen
+    assert seen["statusPlainKernel"] == "GPU 1g.10gb"
+    assert seen["statusGpuKernel"] == "this notebook: 1g.20gb"
+    assert seen["statusOtherNotebook"] == "GPU 1g.10gb"  # follows the current notebook
+    assert "own pod with the MIG slice 1g.20gb" in seen["statusGpuKernelTitle"]
+
+    # The kernel-scoped request: said before the click, one POST for that kernel, and the real
+    # server's refusal (a kernel inside the server has no slice of its own) shown in the output.
+    before = seen["kernelRequest"]
+    assert before["phase"] == "ask" and before["button"] == "Restart this kernel", before
+    assert before["summary"] == "Restart this kernel with a 20gb GPU slice."
+    assert "its variables are lost" in before["message"]
+    assert seen["kernelPost"] == {"kernel": True, "body": '{"size":"20gb"}'}
+    assert "runs inside the server" in seen["kernelRequestAfter"]["message"]
+    assert seen["kernelProgress"] == "failed"

@@ -304,9 +304,9 @@ def test_help_shows_the_options(ip: InteractiveShell) -> None:
 def test_a_size_may_have_a_space_like_resolve_accepts(ip: InteractiveShell) -> None:
     with capture_output() as captured:
         ip.run_line_magic("gpu_slice", "10 gb --yes")
-    assert "10 gb would get 10 gb: 1g.10gb" in captured.stdout
+    assert "10gb would get 10gb: 1g.10gb" in captured.stdout
     [request] = bundles(captured)
-    assert request[REQUEST_MIME]["size"] == "10 gb"
+    assert request[REQUEST_MIME]["size"] == "10gb"  # one token: the front end refuses spaces
 
 
 class NotRestartable(ServerClient):
@@ -383,20 +383,13 @@ def test_the_widget_checks_its_arguments_first(kwargs: dict[str, float], words: 
         GpuSlicePicker(ServerClient("http://127.0.0.1:9/", ""), **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("line", "words"),
-    [
-        ("", "runs in its own pod with a GPU slice of 10gb (1g.10gb); %gpu_slice SIZE says"),
-        ("20gb --yes", "switch this notebook to the GPU 20gb kernel (Kernel > Change Kernel)"),
-        ("20gb", 'POST jupyter-mig/api/kernels/0b5c4e2e-1111-4222-8333-944455556666/slice {"size"'),
-        ("--release", "for no GPU, switch this notebook to a kernel without one"),
-    ],
-)
-def test_a_kernel_in_its_own_pod_says_its_slice_and_how_to_change_it(
-    monkeypatch: pytest.MonkeyPatch, line: str, words: str
-) -> None:
-    """A kernel pod has no server token: one clear line, never a server restart request."""
-    monkeypatch.setenv("JUPYTER_MIG_KERNEL_ID", "0b5c4e2e-1111-4222-8333-944455556666")
+POD_KERNEL_ID = "0b5c4e2e-1111-4222-8333-944455556666"
+
+
+@pytest.fixture
+def pod_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[InteractiveShell]:
+    """A kernel in its own pod (per-kernel slices): it has no server token to ask with."""
+    monkeypatch.setenv("JUPYTER_MIG_KERNEL_ID", POD_KERNEL_ID)
     monkeypatch.setenv("JUPYTER_MIG_SIZE", "10gb")
     monkeypatch.setenv("JUPYTER_MIG_SLICE", "1g.10gb")
     shell = InteractiveShell.instance()
@@ -405,10 +398,48 @@ def test_a_kernel_in_its_own_pod_says_its_slice_and_how_to_change_it(
         raise AssertionError("a kernel pod does not look for its server")
 
     shell.register_magics(GpuSliceMagics(shell, no_server))
-    try:
-        with pytest.raises(UsageError) as caught, capture_output() as captured:
-            shell.run_line_magic("gpu_slice", line)
-    finally:
-        shell.magics_manager.magics["line"].pop("gpu_slice", None)
+    yield shell
+    shell.magics_manager.magics["line"].pop("gpu_slice", None)
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("", "runs in its own pod with a GPU slice of 10gb (1g.10gb); %gpu_slice SIZE offers"),
+        ("--release", "for no GPU, switch this notebook to a kernel without one"),
+    ],
+)
+def test_a_kernel_in_its_own_pod_says_its_slice_and_how_to_change_it(
+    pod_kernel: InteractiveShell, line: str, words: str
+) -> None:
+    with pytest.raises(UsageError) as caught, capture_output() as captured:
+        pod_kernel.run_line_magic("gpu_slice", line)
     assert words in str(caught.value) and "\n" not in str(caught.value)
-    assert bundles(captured) == []  # no server restart request
+    assert bundles(captured) == []
+
+
+@pytest.mark.parametrize("line", ["20gb", "20 gb --yes", "1g.20gb --yes --saved"])
+def test_a_kernel_in_its_own_pod_asks_the_front_end_to_restart_only_itself(
+    pod_kernel: InteractiveShell, line: str
+) -> None:
+    """Never a server restart: the request names this kernel, and says its variables are lost."""
+    with capture_output() as captured:
+        pod_kernel.run_line_magic("gpu_slice", line)
+    [request] = bundles(captured)
+    size = line.split(" --")[0].replace(" ", "")
+    assert request[REQUEST_MIME] == {"size": size, "scope": "kernel", "kernel_id": POD_KERNEL_ID}
+    assert "loses its variables" in request["text/plain"]
+    assert f"switch this notebook to the GPU {size} kernel" in request["text/plain"]
+
+
+def test_the_widget_in_a_kernel_pod_says_its_slice_and_points_to_the_magic(
+    pod_kernel: InteractiveShell,
+) -> None:
+    with pytest.raises(ClientError, match=r"own pod .* %gpu_slice SIZE offers to restart"):
+        GpuSlicePicker()
+
+
+def test_a_kernel_in_its_own_pod_refuses_a_bad_size(pod_kernel: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match="cannot read 'ten'"), capture_output() as captured:
+        pod_kernel.run_line_magic("gpu_slice", "ten")
+    assert bundles(captured) == []

@@ -237,3 +237,50 @@ describe('MigClient', () => {
     await expect(new MigClient(odd.transport).progress()).rejects.toThrow('unknown stage');
   });
 });
+
+describe('kernel slices', () => {
+  const KERNEL = '0b5c4e2e-1111-4222-8333-944455556666';
+  const path = `kernels/${KERNEL}/slice`;
+
+  it('reads a kernel slice as the server extension answers it', async () => {
+    const { transport } = fakeServer({
+      [`GET ${path}`]: () =>
+        json(200, {
+          kernel_id: KERNEL,
+          gpu_slice: '20gb',
+          profile: '1g.20gb',
+          phase: 'Running',
+          change: { state: 'ready', size: '20gb', plan: {}, message: 'the kernel runs with 20gb' }
+        })
+    });
+    expect(await new MigClient(transport).kernelSlice(KERNEL)).toEqual({
+      kernelId: KERNEL,
+      size: '20gb',
+      profile: '1g.20gb',
+      phase: 'Running',
+      change: { state: 'ready', size: '20gb', message: 'the kernel runs with 20gb' }
+    });
+  });
+
+  it('reads a kernel inside the server as one without a slice', async () => {
+    const { transport } = fakeServer({
+      [`GET ${path}`]: () => json(200, { kernel_id: KERNEL, gpu_slice: null, profile: null, phase: null, change: null })
+    });
+    expect(await new MigClient(transport).kernelSlice(KERNEL)).toMatchObject({ size: null, change: null });
+  });
+
+  it('posts only the size, and passes a refusal on with its message', async () => {
+    const { transport, calls } = fakeServer({
+      [`POST ${path}`]: () => json(202, { kernel_id: KERNEL, state: 'running', size: '20gb' })
+    });
+    await new MigClient(transport).restartKernel(KERNEL, '20gb');
+    expect(calls).toEqual([{ path, method: 'POST', body: { size: '20gb' } }]);
+    const refusing = fakeServer({
+      [`POST ${path}`]: () => json(409, { message: 'this kernel is already restarting with another slice' })
+    });
+    await expect(new MigClient(refusing.transport).restartKernel(KERNEL, '20gb')).rejects.toMatchObject({
+      status: 409,
+      message: 'this kernel is already restarting with another slice'
+    });
+  });
+});

@@ -1,4 +1,4 @@
-import { availabilityText, defaultRow, gib, statusText, statusTitle } from '../format';
+import { availabilityText, defaultRow, gib, kernelStatusText, kernelStatusTitle, statusText, statusTitle } from '../format';
 import { ISizeRow, ISlice } from '../types';
 
 function slice(profile: string | null, used: number | null, total: number | null): ISlice {
@@ -67,5 +67,27 @@ describe('defaultRow', () => {
     expect(defaultRow(rows)?.size).toBe('40gb');
     expect(defaultRow(rows.slice(0, 2))?.size).toBe('20gb');
     expect(defaultRow([row('10gb', 'busy'), row('80gb', 'unavailable')])).toBeNull();
+  });
+});
+
+describe('kernelStatusText', () => {
+  const kernel = {
+    kernelId: '0b5c4e2e-1111-4222-8333-944455556666',
+    size: '20gb',
+    profile: '1g.20gb' as string | null,
+    phase: 'Running' as string | null,
+    change: null
+  };
+
+  it("names the notebook's own slice", () => {
+    expect(kernelStatusText(kernel)).toBe('this notebook: 1g.20gb');
+    expect(kernelStatusTitle(kernel)).toContain('own pod with the MIG slice 1g.20gb, asked for as 20gb');
+  });
+
+  it('says when the pod is not placed yet, and when the slice is changing', () => {
+    expect(kernelStatusText({ ...kernel, profile: null, phase: 'Pending' })).toBe('this notebook: 20gb (pending)');
+    expect(kernelStatusText({ ...kernel, change: { state: 'running', size: '40gb', message: '' } })).toBe(
+      'this notebook: 1g.20gb → 40gb…'
+    );
   });
 });

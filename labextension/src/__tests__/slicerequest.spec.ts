@@ -23,7 +23,7 @@ function memoryStore(initial: Record<string, string> = {}): IKeyValueStore & { d
 }
 
 function request(overrides: Partial<ISliceRequest> = {}): ISliceRequest {
-  return { size: '10gb', timeout: 600, id: null, ...overrides };
+  return { size: '10gb', timeout: 600, id: null, kernelId: null, ...overrides };
 }
 
 /** A run that records each request and answers with `outcome`. */
@@ -41,18 +41,18 @@ describe('parseSliceRequest', () => {
     // jupyter_mig.notebook.widget.request_bundle('10gb', 600.0) and (None, 600.0)
     expect(parseSliceRequest({ size: '10gb', timeout: 600.0 })).toEqual({
       ok: true,
-      request: { size: '10gb', timeout: 600, id: null }
+      request: { size: '10gb', timeout: 600, id: null, kernelId: null }
     });
     expect(parseSliceRequest({ size: null, timeout: 300 })).toEqual({
       ok: true,
-      request: { size: null, timeout: 300, id: null }
+      request: { size: null, timeout: 300, id: null, kernelId: null }
     });
   });
 
   it('trims the size, leaves a missing timeout to the server and keeps an id', () => {
     expect(parseSliceRequest({ size: ' 1g.10gb ', id: 'cell-7:3' })).toEqual({
       ok: true,
-      request: { size: '1g.10gb', timeout: null, id: 'cell-7:3' }
+      request: { size: '1g.10gb', timeout: null, id: 'cell-7:3', kernelId: null }
     });
     expect(parseSliceRequest({ size: '2g', timeout: null })).toMatchObject({ ok: true, request: { timeout: null } });
   });
@@ -142,6 +142,54 @@ describe('RequestLedger', () => {
   });
 });
 
+const KERNEL = '0b5c4e2e-1111-4222-8333-944455556666';
+
+describe('kernel-scoped requests', () => {
+  it('reads what a kernel in its own pod displays', () => {
+    // jupyter_mig.notebook.widget.kernel_request_bundle('20gb', KERNEL)
+    expect(parseSliceRequest({ size: '20gb', scope: 'kernel', kernel_id: KERNEL })).toEqual({
+      ok: true,
+      request: { size: '20gb', timeout: null, id: null, kernelId: KERNEL }
+    });
+    expect(parseSliceRequest({ size: '20gb', scope: 'server' })).toMatchObject({ request: { kernelId: null } });
+  });
+
+  it.each([
+    [{ size: '20gb', scope: 'kernel' }, 'needs the "kernel_id"'],
+    [{ size: '20gb', scope: 'kernel', kernel_id: '../slice' }, 'needs the "kernel_id"'],
+    [{ size: '20gb', scope: 'kernel', kernel_id: KERNEL.toUpperCase() }, 'needs the "kernel_id"'],
+    [{ size: null, scope: 'kernel', kernel_id: KERNEL }, 'kernel without one'],
+    [{ size: '20gb', scope: 'notebook' }, '"scope" must be']
+  ])('refuses %j', (data, words) => {
+    const parsed = parseSliceRequest(data);
+    expect(parsed.ok).toBe(false);
+    expect(!parsed.ok && parsed.error).toContain(words);
+  });
+
+  it('says before the click that only this kernel restarts and loses its variables', async () => {
+    const { runs, run } = recorder();
+    const session = new SliceRequestSession(
+      { size: '20gb', scope: 'kernel', kernel_id: KERNEL },
+      new RequestLedger(),
+      run
+    );
+    expect(session.view()).toMatchObject({
+      phase: 'ask',
+      summary: 'Restart this kernel with a 20gb GPU slice.',
+      confirmLabel: 'Restart this kernel'
+    });
+    expect(session.view().message).toContain('its variables are lost');
+    expect(runs).toEqual([]);
+    expect(await session.confirm()).toBe(true);
+    expect(runs).toEqual([{ size: '20gb', timeout: null, id: null, kernelId: KERNEL }]);
+  });
+
+  it('keeps the server restart label for server requests', () => {
+    const session = new SliceRequestSession({ size: '10gb' }, new RequestLedger(), recorder().run);
+    expect(session.view().confirmLabel).toBe('Save all and restart');
+  });
+});
+
 describe('SliceRequestSession', () => {
   it('never runs on rendering: it waits for a confirmation', () => {
     const { runs, run } = recorder();
@@ -160,7 +208,7 @@ describe('SliceRequestSession', () => {
     expect(await first).toBe(true);
     expect(await second).toBe(false);
     expect(await session.confirm()).toBe(false);
-    expect(runs).toEqual([{ size: '10gb', timeout: 600, id: null }]);
+    expect(runs).toEqual([{ size: '10gb', timeout: 600, id: null, kernelId: null }]);
     expect(views.map(v => v.phase)).toEqual(['running', 'done']);
     expect(session.view().canConfirm).toBe(false);
   });
