@@ -57,7 +57,7 @@ from jupyter_mig.devcluster.host import (
     unmount_all,
 )
 from jupyter_mig.devcluster.images import PAUSE_IMAGE, node_images
-from jupyter_mig.devcluster.processes import alive, free_ports, proc_cmdline
+from jupyter_mig.devcluster.processes import alive, free_ports, proc_cmdline, stop_pids
 from jupyter_mig.errors import UserError
 from jupyter_mig.mig.models import MODELS
 from jupyter_mig.nvml import simgpu
@@ -556,20 +556,6 @@ def _tasks(node: GpuNode) -> list[str]:
     return done.stdout.split() if done.returncode == 0 else []
 
 
-def _stop(pids: list[int], timeout: float) -> None:
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-        live = [p for p in pids if alive(p)]
-        for pid in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while live and time.monotonic() < deadline:
-            live = [p for p in live if alive(p)]
-            time.sleep(0.1)
-        if not live:
-            return
-
-
 def _environ(pid: int) -> list[bytes]:
     try:
         return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -619,10 +605,10 @@ def stop_node(cluster: DevCluster | None, node: GpuNode, timeout: float = STOP_T
         while node_processes(node)["kubelet"] and _tasks(node) and time.monotonic() < deadline:
             time.sleep(0.5)
     for part in ("device-plugin", "kubelet"):
-        _stop(node_processes(node)[part], 15.0)
+        stop_pids(node_processes(node)[part], 15.0)
     # Whatever the kubelet left running: kill the containers, then the shims, then containerd.
     for part in ("containers", "shims", "containerd"):
-        _stop(node_processes(node)[part], 10.0 if part == "containerd" else 0.5)
+        stop_pids(node_processes(node)[part], 10.0 if part == "containerd" else 0.5)
     left = {k: v for k, v in node_processes(node).items() if v}
     if left:
         raise UserError(f"{node.name}: processes left after SIGKILL: {left}")

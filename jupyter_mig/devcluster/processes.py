@@ -60,7 +60,8 @@ def dir_processes(cluster_dir: Path) -> list[int]:
     return sorted(found)
 
 
-def _stop_pids(pids: Sequence[int], timeout: float = STOP_TIMEOUT_S) -> None:
+def stop_pids(pids: Sequence[int], timeout: float = STOP_TIMEOUT_S) -> list[int]:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; the pids still alive after that."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
         live = [pid for pid in pids if alive(pid)]
         for pid in live:
@@ -71,10 +72,8 @@ def _stop_pids(pids: Sequence[int], timeout: float = STOP_TIMEOUT_S) -> None:
             live = [pid for pid in live if alive(pid)]
             time.sleep(0.1)
         if not live:
-            return
-    left = [pid for pid in pids if alive(pid)]
-    if left:
-        raise UserError(f"processes {left} did not stop even after SIGKILL; stop them by hand")
+            return []
+    return [pid for pid in pids if alive(pid)]
 
 
 def stop_in_order(pids: set[int] | Sequence[int]) -> None:
@@ -87,7 +86,9 @@ def stop_in_order(pids: set[int] | Sequence[int]) -> None:
         rank = order.get(os.path.basename(argv[0]) if argv else "", len(order))
         stages.setdefault(rank, []).append(pid)
     for rank in sorted(stages):
-        _stop_pids(sorted(stages[rank]))
+        left = stop_pids(sorted(stages[rank]))
+        if left:
+            raise UserError(f"processes {left} did not stop even after SIGKILL; stop them by hand")
 
 
 def free_ports(count: int) -> list[int]:
